@@ -1,0 +1,157 @@
+"""Configuration of a multi-task model: one nested encoder config plus an ordered list of task specs.
+
+This module is copied next to the weights by ``save_pretrained`` so that ``trust_remote_code=True`` can load the
+model where ``mtl_hf`` is not installed: it must import nothing but the standard library and transformers.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+from transformers import AutoConfig, PreTrainedConfig
+from transformers.configuration_utils import SubConfigSpec
+
+TASK_TYPES = ("classification", "ner")
+POOLING_MODES = ("cls", "mean")
+# The fields of a task that shape the model; the rest of TaskSpec only says where the task's data lives.
+MODEL_FIELDS = ("name", "type", "labels", "weight", "dropout", "pooling")
+DEFAULT_COLUMNS = {"classification": ("text", "label"), "ner": ("tokens", "ner_tags")}
+
+
+@dataclass
+class TaskSpec:
+    """One task: what the model needs (name, type, labels, head settings) and, optionally, where its data is.
+
+    The same object describes a task in a YAML/JSON task file, in Python, and (model fields only) in the model's
+    ``config.json``. ``labels`` may be left out while reading data; the data pipeline fills it in before a model is
+    built from the spec.
+    """
+
+    name: str
+    type: str
+    labels: list[str] | None = None
+    weight: float = 1.0
+    dropout: float | None = None
+    pooling: str = "cls"
+    train_file: str | None = None
+    validation_file: str | None = None
+    test_file: str | None = None
+    dataset_name: str | None = None
+    dataset_config_name: str | None = None
+    text_column_name: str | None = None
+    label_column_name: str | None = None
+
+    def __post_init__(self) -> None:
+        self.validate(require_labels=False)
+        if self.labels is not None:
+            self.labels = [str(label) for label in self.labels]
+        self.weight = float(self.weight)
+        default_text, default_label = DEFAULT_COLUMNS[self.type]
+        self.text_column_name = self.text_column_name or default_text
+        self.label_column_name = self.label_column_name or default_label
+
+    def _error(self, field_name: str, problem: str) -> ValueError:
+        return ValueError(f"Task {self.name!r}: field {field_name!r} {problem}")
+
+    def validate(self, require_labels: bool = True) -> None:
+        """Raise ``ValueError`` naming the task and the field for any invalid setting."""
+        if not isinstance(self.name, str) or not self.name.strip():
+            raise ValueError(f"Task name must be a non-empty string, got {self.name!r} (field 'name')")
+        if self.type not in TASK_TYPES:
+            raise self._error("type", f"is {self.type!r}; expected one of {', '.join(TASK_TYPES)}")
+        if self.labels is not None or require_labels:
+            if not self.labels:
+                raise self._error("labels", "is empty; a task needs at least one label")
+            seen: set[str] = set()
+            for label in self.labels:
+                if str(label) in seen:
+                    raise self._error("labels", f"has the duplicate label {label!r}")
+                seen.add(str(label))
+        if not isinstance(self.weight, (int, float)) or isinstance(self.weight, bool) or self.weight <= 0:
+            raise self._error("weight", f"must be a number > 0, got {self.weight!r}")
+        if self.dropout is not None and not 0.0 <= float(self.dropout) < 1.0:
+            raise self._error("dropout", f"must be in [0, 1), got {self.dropout!r}")
+        if self.pooling not in POOLING_MODES:
+            raise self._error("pooling", f"is {self.pooling!r}; expected one of {', '.join(POOLING_MODES)}")
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "TaskSpec":
+        """Build a spec from a task-file entry, naming unknown keys instead of ignoring them."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(
+                f"Task {data.get('name')!r}: unknown field(s) {', '.join(unknown)}; known fields: {', '.join(sorted(known))}"
+            )
+        for required in ("name", "type"):
+            if required not in data:
+                raise ValueError(f"Task {data.get('name')!r}: missing required field {required!r}")
+        return cls(**data)
+
+    def to_config_dict(self) -> dict[str, Any]:
+        """The model-relevant fields, as stored in ``config.json``."""
+        return {key: getattr(self, key) for key in MODEL_FIELDS}
+
+    @property
+    def id2label(self) -> dict[int, str]:
+        return dict(enumerate(self.labels or []))
+
+    @property
+    def label2id(self) -> dict[str, int]:
+        return {label: i for i, label in enumerate(self.labels or [])}
+
+    @property
+    def num_labels(self) -> int:
+        return len(self.labels or [])
+
+
+class MultiTaskConfig(PreTrainedConfig):
+    r"""Configuration of a [`MultiTaskModel`].
+
+    Holds the encoder's own configuration nested under ``encoder`` (as ``EncoderDecoderConfig`` does), so that any
+    architecture ``AutoModel`` knows can serve as the shared encoder, and ``tasks``: the ordered list of task specs
+    (name, type, labels, loss weight, head dropout, classification pooling). Per-task label maps are derived from it.
+    """
+
+    model_type = "mtl_hf_multitask"
+    sub_configs_defaults = {"encoder": SubConfigSpec(config_class=AutoConfig, model_type="bert")}
+
+    encoder: PreTrainedConfig | dict | None = None
+    tasks: list[dict] | None = None
+
+    def __post_init__(self, **kwargs: Any) -> None:
+        super().__post_init__(**kwargs)
+        specs = [t if isinstance(t, TaskSpec) else TaskSpec.from_dict(dict(t)) for t in (self.tasks or [])]
+        names = [spec.name for spec in specs]
+        for spec in specs:
+            spec.validate(require_labels=True)
+            if names.count(spec.name) > 1:
+                raise ValueError(f"Task {spec.name!r}: field 'name' is used by more than one task")
+        self.tasks = [spec.to_config_dict() for spec in specs]
+
+    @property
+    def task_specs(self) -> list[TaskSpec]:
+        return [TaskSpec.from_dict(task) for task in self.tasks]
+
+    @property
+    def task_names(self) -> list[str]:
+        return [task["name"] for task in self.tasks]
+
+    def get_task(self, name: str) -> TaskSpec:
+        """The spec of task ``name``; a ``ValueError`` lists the known tasks otherwise."""
+        for task in self.tasks:
+            if task["name"] == name:
+                return TaskSpec.from_dict(task)
+        raise ValueError(f"Unknown task {name!r}; this model knows: {', '.join(self.task_names) or '(no tasks)'}")
+
+    def add_task(self, spec: TaskSpec) -> None:
+        if spec.name in self.task_names:
+            raise ValueError(f"Task {spec.name!r}: field 'name' is used by more than one task")
+        spec.validate(require_labels=True)
+        self.tasks = [*self.tasks, spec.to_config_dict()]
+
+    def get_text_config(self, *args: Any, **kwargs: Any) -> PreTrainedConfig:
+        # Embedding resizing and similar utilities must act on the encoder's config (vocab_size lives there).
+        return self.encoder
