@@ -1,0 +1,17 @@
+"""mtl_hf: multi-task fine-tuning on Hugging Face Trainer: one shared encoder, task-routed heads."""
+
+from transformers import AutoConfig, AutoModel
+
+from .configuration_multitask import MultiTaskConfig, TaskSpec
+from .modeling_multitask import MultiTaskModel, MultiTaskModelOutput
+
+# `import mtl_hf` makes AutoConfig/AutoModel know the architecture; `register_for_auto_class` makes
+# `save_pretrained` write `auto_map` and copy the modelling code, for `trust_remote_code=True` without mtl_hf.
+AutoConfig.register(MultiTaskConfig.model_type, MultiTaskConfig, exist_ok=True)
+AutoModel.register(MultiTaskConfig, MultiTaskModel, exist_ok=True)
+MultiTaskConfig.register_for_auto_class()
+MultiTaskModel.register_for_auto_class("AutoModel")
+
+__version__ = "0.1.0"
+
+__all__ = ["MultiTaskConfig", "MultiTaskModel", "MultiTaskModelOutput", "TaskSpec", "__version__"]

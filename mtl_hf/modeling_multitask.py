@@ -1,0 +1,261 @@
+"""One shared encoder, one head per task, routed by task name.
+
+This module is copied next to the weights by ``save_pretrained`` so that ``trust_remote_code=True`` can load the
+model where ``mtl_hf`` is not installed: it must import nothing but torch, transformers and
+``configuration_multitask`` (relatively).
+"""
+
+from __future__ import annotations
+
+import inspect
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+from transformers import AutoModel, PreTrainedModel
+from transformers.utils import ModelOutput
+
+from .configuration_multitask import MultiTaskConfig, TaskSpec
+
+
+@dataclass
+class MultiTaskModelOutput(ModelOutput):
+    """Output of one task's head: ``logits`` are ``(batch, num_labels)`` for classification and
+    ``(batch, seq_len, num_labels)`` for NER; ``loss`` is the mean cross-entropy when labels are given."""
+
+    loss: torch.FloatTensor | None = None
+    logits: torch.FloatTensor | None = None
+    hidden_states: tuple[torch.FloatTensor, ...] | None = None
+    attentions: tuple[torch.FloatTensor, ...] | None = None
+
+
+def masked_mean(hidden: torch.Tensor, attention_mask: torch.Tensor | None) -> torch.Tensor:
+    """Mean of the token vectors that the attention mask keeps (padding excluded)."""
+    if attention_mask is None:
+        return hidden.mean(dim=1)
+    mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
+    return (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1e-9)
+
+
+class ClassificationHead(nn.Module):
+    """Pooled sequence vector (first token or masked mean) -> Dropout -> Linear."""
+
+    def __init__(self, hidden_size: int, num_labels: int, dropout: float, pooling: str) -> None:
+        super().__init__()
+        self.pooling = pooling
+        self.dropout = nn.Dropout(dropout)
+        self.classifier = nn.Linear(hidden_size, num_labels)
+
+    def forward(self, hidden: torch.Tensor, attention_mask: torch.Tensor | None) -> torch.Tensor:
+        pooled = hidden[:, 0] if self.pooling == "cls" else masked_mean(hidden, attention_mask)
+        return self.classifier(self.dropout(pooled))
+
+
+class TokenClassificationHead(nn.Module):
+    """Dropout -> Linear on every token."""
+
+    def __init__(self, hidden_size: int, num_labels: int, dropout: float) -> None:
+        super().__init__()
+        self.dropout = nn.Dropout(dropout)
+        self.classifier = nn.Linear(hidden_size, num_labels)
+
+    def forward(self, hidden: torch.Tensor, attention_mask: torch.Tensor | None) -> torch.Tensor:
+        return self.classifier(self.dropout(hidden))
+
+
+class MultiTaskModel(PreTrainedModel):
+    """A shared encoder (any architecture ``AutoModel`` can build) with one head per task.
+
+    ``forward(..., task=name)`` runs the encoder once and the named task's head; ``forward_tasks`` serves several
+    tasks from the same encoder pass. Losses are per-batch means, so the model does *not* accept
+    ``num_items_in_batch``: ``MultiTaskTrainer`` does the token-count normalisation for gradient accumulation.
+    """
+
+    config_class = MultiTaskConfig
+    base_model_prefix = "encoder"
+    main_input_name = "input_ids"
+    supports_gradient_checkpointing = True
+    # Tells Trainer not to pass `num_items_in_batch` into forward (our losses are means, see the class docstring).
+    accepts_loss_kwargs = False
+    _supports_sdpa = True
+
+    def __init__(self, config: MultiTaskConfig) -> None:
+        super().__init__(config)
+        self.encoder = AutoModel.from_config(config.encoder)
+        self.heads = nn.ModuleDict({spec.name: self._build_head(spec) for spec in config.task_specs})
+        self.post_init()
+
+    # ---- construction -------------------------------------------------------------------------------------
+
+    @property
+    def hidden_size(self) -> int:
+        encoder_config = self.config.encoder
+        return getattr(encoder_config, "hidden_size", None) or encoder_config.dim  # DistilBERT calls it `dim`
+
+    def _head_dropout(self, spec: TaskSpec) -> float:
+        if spec.dropout is not None:
+            return spec.dropout
+        encoder_config = self.config.encoder
+        for name in ("classifier_dropout", "hidden_dropout_prob", "seq_classif_dropout", "dropout"):
+            value = getattr(encoder_config, name, None)
+            if isinstance(value, (int, float)):
+                return float(value)
+        return 0.1
+
+    def _build_head(self, spec: TaskSpec) -> nn.Module:
+        if spec.type == "classification":
+            return ClassificationHead(self.hidden_size, spec.num_labels, self._head_dropout(spec), spec.pooling)
+        return TokenClassificationHead(self.hidden_size, spec.num_labels, self._head_dropout(spec))
+
+    def _init_weights(self, module: nn.Module) -> None:
+        # Only the heads reach this: the encoder is a PreTrainedModel and gets its own `_init_weights`.
+        if isinstance(module, nn.Linear):
+            std = getattr(self.config.encoder, "initializer_range", 0.02)
+            nn.init.normal_(module.weight, mean=0.0, std=std)
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+
+    @classmethod
+    def from_encoder(
+        cls, encoder_name_or_path: str, tasks: list[TaskSpec | dict[str, Any]], **kwargs: Any
+    ) -> "MultiTaskModel":
+        """A model whose encoder holds the pretrained weights of ``encoder_name_or_path`` and whose heads are new.
+
+        ``kwargs`` go to ``AutoModel.from_pretrained`` (``revision``, ``dtype``, ``cache_dir``, ...). The encoder's
+        tensors are copied in after construction, so weight initialisation can never overwrite them.
+        """
+        pretrained = AutoModel.from_pretrained(encoder_name_or_path, **kwargs)
+        config = MultiTaskConfig(encoder=pretrained.config, tasks=list(tasks))
+        model = cls(config)
+        model.encoder.load_state_dict(pretrained.state_dict())
+        model.to(dtype=pretrained.dtype)
+        return model
+
+    def add_task(self, spec: TaskSpec) -> None:
+        """Add a freshly initialised head for ``spec``; the encoder and the other heads are left untouched."""
+        self.config.add_task(spec)
+        head = self._build_head(spec)
+        head.apply(self._init_weights)
+        head.train(self.training)  # a new module starts in training mode; follow the model's
+        reference = next(self.encoder.parameters())
+        self.heads[spec.name] = head.to(device=reference.device, dtype=reference.dtype)
+
+    # ---- embeddings (so resize_token_embeddings and friends reach the encoder) ----------------------------
+
+    def get_input_embeddings(self) -> nn.Module:
+        return self.encoder.get_input_embeddings()
+
+    def set_input_embeddings(self, value: nn.Module) -> None:
+        self.encoder.set_input_embeddings(value)
+
+    # ---- forward ------------------------------------------------------------------------------------------
+
+    @property
+    def task_names(self) -> list[str]:
+        return self.config.task_names
+
+    def _resolve_task(self, task: str | None) -> TaskSpec:
+        if task is None:
+            if len(self.config.tasks) == 1:
+                return self.config.task_specs[0]
+            raise ValueError(f"Pass `task=`: this model has several tasks: {', '.join(self.task_names)}")
+        return self.config.get_task(task)
+
+    def _encode(
+        self,
+        input_ids: torch.Tensor | None,
+        attention_mask: torch.Tensor | None,
+        token_type_ids: torch.Tensor | None = None,
+        position_ids: torch.Tensor | None = None,
+        inputs_embeds: torch.Tensor | None = None,
+        output_hidden_states: bool | None = None,
+        output_attentions: bool | None = None,
+    ) -> ModelOutput:
+        """Run the encoder, passing only the inputs its architecture accepts (DistilBERT has no token types)."""
+        accepted = inspect.signature(self.encoder.forward).parameters
+        candidates = {
+            "input_ids": input_ids,
+            "attention_mask": attention_mask,
+            "token_type_ids": token_type_ids,
+            "position_ids": position_ids,
+            "inputs_embeds": inputs_embeds,
+            "output_hidden_states": output_hidden_states,
+            "output_attentions": output_attentions,
+        }
+        takes_kwargs = any(p.kind == inspect.Parameter.VAR_KEYWORD for p in accepted.values())
+        inputs = {
+            k: v
+            for k, v in candidates.items()
+            if v is not None and (k in accepted or (takes_kwargs and k.startswith("output_")))
+        }
+        return self.encoder(**inputs, return_dict=True)
+
+    def forward(
+        self,
+        input_ids: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        task: str | None = None,
+        labels: torch.Tensor | None = None,
+        token_type_ids: torch.Tensor | None = None,
+        position_ids: torch.Tensor | None = None,
+        inputs_embeds: torch.Tensor | None = None,
+        output_hidden_states: bool | None = None,
+        output_attentions: bool | None = None,
+        return_dict: bool | None = None,
+    ) -> MultiTaskModelOutput | tuple:
+        """Encode once and apply the head of ``task``; the loss is computed when ``labels`` are given.
+
+        Classification ``labels`` are ``(batch,)`` class ids; NER ``labels`` are ``(batch, seq_len)`` with -100 on
+        positions that carry no word label (special tokens, continuation sub-words, padding).
+        """
+        spec = self._resolve_task(task)
+        encoded = self._encode(
+            input_ids, attention_mask, token_type_ids, position_ids, inputs_embeds,
+            output_hidden_states, output_attentions,
+        )
+        logits = self.heads[spec.name](encoded.last_hidden_state, attention_mask)
+        loss = self.task_loss(spec, logits, labels) if labels is not None else None
+        output = MultiTaskModelOutput(
+            loss=loss,
+            logits=logits,
+            hidden_states=getattr(encoded, "hidden_states", None),
+            attentions=getattr(encoded, "attentions", None),
+        )
+        return_dict = return_dict if return_dict is not None else self.config.return_dict
+        return output if return_dict else output.to_tuple()
+
+    @staticmethod
+    def task_loss(
+        spec: TaskSpec, logits: torch.Tensor, labels: torch.Tensor, reduction: str = "mean"
+    ) -> torch.Tensor:
+        """Cross-entropy of one task's logits; NER ignores -100 positions. A batch without any labelled token
+        gives a zero loss (not NaN) that still keeps the graph connected."""
+        flat_logits = logits.reshape(-1, logits.shape[-1]).float()
+        flat_labels = labels.reshape(-1).to(flat_logits.device)
+        if not bool((flat_labels != -100).any()):
+            return flat_logits.sum() * 0.0
+        return nn.functional.cross_entropy(flat_logits, flat_labels, ignore_index=-100, reduction=reduction)
+
+    @torch.no_grad()
+    def forward_tasks(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        tasks: list[str] | None = None,
+        token_type_ids: torch.Tensor | None = None,
+    ) -> dict[str, torch.Tensor]:
+        """Logits of several tasks from a single encoder pass (inference): ``{task: logits}``."""
+        specs = [self._resolve_task(name) for name in (tasks or self.task_names)]
+        hidden = self._encode(input_ids, attention_mask, token_type_ids).last_hidden_state
+        return {spec.name: self.heads[spec.name](hidden, attention_mask) for spec in specs}
+
+    def encode(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        token_type_ids: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Sentence embeddings: the mean of the encoder's token vectors over non-padding positions."""
+        hidden = self._encode(input_ids, attention_mask, token_type_ids).last_hidden_state
+        return masked_mean(hidden, attention_mask)
