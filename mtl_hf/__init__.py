@@ -4,6 +4,10 @@ from transformers import AutoConfig, AutoModel
 
 from .configuration_multitask import MultiTaskConfig, TaskSpec
 from .modeling_multitask import MultiTaskModel, MultiTaskModelOutput
+from .sampler import MultiTaskBatchSampler, SamplingStrategy
+from .data import MultiTaskDataCollator, load_task_file, preprocess_task
+from .trainer import MultiTaskPredictionOutput, MultiTaskTrainer
+from .training_args import MultiTaskTrainingArguments
 
 # `import mtl_hf` makes AutoConfig/AutoModel know the architecture; `register_for_auto_class` makes
 # `save_pretrained` write `auto_map` and copy the modelling code, for `trust_remote_code=True` without mtl_hf.
@@ -14,4 +18,18 @@ MultiTaskModel.register_for_auto_class("AutoModel")
 
 __version__ = "0.1.0"
 
-__all__ = ["MultiTaskConfig", "MultiTaskModel", "MultiTaskModelOutput", "TaskSpec", "__version__"]
+__all__ = [
+    "MultiTaskBatchSampler",
+    "MultiTaskConfig",
+    "MultiTaskDataCollator",
+    "MultiTaskModel",
+    "MultiTaskModelOutput",
+    "MultiTaskPredictionOutput",
+    "MultiTaskTrainer",
+    "MultiTaskTrainingArguments",
+    "SamplingStrategy",
+    "TaskSpec",
+    "__version__",
+    "load_task_file",
+    "preprocess_task",
+]

@@ -38,6 +38,19 @@ def masked_mean(hidden: torch.Tensor, attention_mask: torch.Tensor | None) -> to
     return (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1e-9)
 
 
+def cross_entropy_loss(logits: torch.Tensor, labels: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
+    """Cross-entropy of a head's logits against class ids, skipping -100 (NER positions that carry no word label).
+
+    Works for both head shapes: ``(batch, C)`` with ``(batch,)`` labels and ``(batch, T, C)`` with ``(batch, T)``.
+    A batch without any labelled position gives a zero loss (not NaN) that keeps the graph connected.
+    """
+    flat_logits = logits.reshape(-1, logits.shape[-1]).float()
+    flat_labels = labels.reshape(-1).to(flat_logits.device)
+    if not bool((flat_labels != -100).any()):
+        return flat_logits.sum() * 0.0
+    return nn.functional.cross_entropy(flat_logits, flat_labels, ignore_index=-100, reduction=reduction)
+
+
 class ClassificationHead(nn.Module):
     """Pooled sequence vector (first token or masked mean) -> Dropout -> Linear."""
 
@@ -215,7 +228,7 @@ class MultiTaskModel(PreTrainedModel):
             output_hidden_states, output_attentions,
         )
         logits = self.heads[spec.name](encoded.last_hidden_state, attention_mask)
-        loss = self.task_loss(spec, logits, labels) if labels is not None else None
+        loss = cross_entropy_loss(logits, labels) if labels is not None else None
         output = MultiTaskModelOutput(
             loss=loss,
             logits=logits,
@@ -224,18 +237,6 @@ class MultiTaskModel(PreTrainedModel):
         )
         return_dict = return_dict if return_dict is not None else self.config.return_dict
         return output if return_dict else output.to_tuple()
-
-    @staticmethod
-    def task_loss(
-        spec: TaskSpec, logits: torch.Tensor, labels: torch.Tensor, reduction: str = "mean"
-    ) -> torch.Tensor:
-        """Cross-entropy of one task's logits; NER ignores -100 positions. A batch without any labelled token
-        gives a zero loss (not NaN) that still keeps the graph connected."""
-        flat_logits = logits.reshape(-1, logits.shape[-1]).float()
-        flat_labels = labels.reshape(-1).to(flat_logits.device)
-        if not bool((flat_labels != -100).any()):
-            return flat_logits.sum() * 0.0
-        return nn.functional.cross_entropy(flat_logits, flat_labels, ignore_index=-100, reduction=reduction)
 
     @torch.no_grad()
     def forward_tasks(

@@ -1,0 +1,74 @@
+"""Training arguments: Trainer's own, plus how tasks are mixed and weighted."""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass, field
+
+import torch
+from transformers import TrainingArguments
+
+from .sampler import SamplingStrategy
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class MultiTaskTrainingArguments(TrainingArguments):
+    r"""[`~transformers.TrainingArguments`] plus the multi-task settings.
+
+    Args:
+        sampling_strategy (`SamplingStrategy` or `str`, defaults to `"proportional"`):
+            How batches of the tasks are mixed: `proportional` (every batch of every task once per epoch, interleaved
+            at random), `temperature` (task t drawn with p ∝ n_t^(1/T)), `round_robin` or `uniform`.
+        sampling_temperature (`float`, defaults to 1.0):
+            T for the `temperature` strategy; 1 is proportional to data size, larger values flatten towards uniform.
+        task_weights (`dict[str, float]` or `str`, *optional*):
+            Loss weight per task, overriding the weights in the model config. From the command line as JSON
+            (`'{"ner": 2.0}'`) or `ner=2.0,topic=1`.
+
+    `ddp_find_unused_parameters` defaults to `True`: in every step only one task's head gets gradients, which
+    `DistributedDataParallel` must be told about. Launched as several processes on a machine without accelerators
+    (`accelerate launch --multi_gpu` or `torchrun` on CPUs), `use_cpu` turns on so the processes form one gloo group.
+    """
+
+    _VALID_DICT_FIELDS = [*TrainingArguments._VALID_DICT_FIELDS, "task_weights"]
+
+    sampling_strategy: SamplingStrategy | str = field(
+        default=SamplingStrategy.PROPORTIONAL,
+        metadata={
+            "help": "How task batches are mixed: proportional, temperature, round_robin or uniform.",
+            "choices": [s.value for s in SamplingStrategy],
+        },
+    )
+    sampling_temperature: float = field(
+        default=1.0, metadata={"help": "Temperature T of the 'temperature' strategy: p(task) ∝ n_task^(1/T)."}
+    )
+    task_weights: dict | str | None = field(
+        default=None,
+        metadata={"help": "Loss weight per task, as JSON ('{\"ner\": 2}') or 'ner=2,topic=1'; overrides the model config."},
+    )
+
+    def __post_init__(self) -> None:
+        if isinstance(self.task_weights, str) and not self.task_weights.startswith("{"):
+            pairs = [item.split("=", 1) for item in self.task_weights.split(",") if item.strip()]
+            if any(len(pair) != 2 for pair in pairs):
+                raise ValueError(f"task_weights: expected 'task=weight,...' or JSON, got {self.task_weights!r}")
+            self.task_weights = {name.strip(): value for name, value in pairs}
+        if not self.use_cpu and int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.accelerator.is_available():
+            # Launched as several processes on a machine without accelerators: without `use_cpu`, accelerate would
+            # silently run independent single-process trainings; with it, the processes form one gloo group.
+            logger.info("Several processes and no accelerator: training on the CPU (use_cpu=True), gloo backend.")
+            self.use_cpu = True
+        super().__post_init__()
+        self.sampling_strategy = SamplingStrategy(self.sampling_strategy)
+        if self.sampling_temperature <= 0:
+            raise ValueError(f"sampling_temperature must be > 0, got {self.sampling_temperature}")
+        if self.task_weights is not None:
+            self.task_weights = {str(k): float(v) for k, v in self.task_weights.items()}
+            bad = {k: v for k, v in self.task_weights.items() if v <= 0}
+            if bad:
+                raise ValueError(f"task_weights must be > 0; got {bad}")
+        if self.ddp_find_unused_parameters is None:
+            self.ddp_find_unused_parameters = True
