@@ -6,6 +6,7 @@ from .configuration_multitask import MultiTaskConfig, TaskSpec
 from .modeling_multitask import MultiTaskModel, MultiTaskModelOutput
 from .sampler import MultiTaskBatchSampler, SamplingStrategy
 from .data import MultiTaskDataCollator, load_task_file, preprocess_task
+from .pipeline import MultiTaskPipeline
 from .trainer import MultiTaskPredictionOutput, MultiTaskTrainer
 from .training_args import MultiTaskTrainingArguments
 
@@ -24,6 +25,7 @@ __all__ = [
     "MultiTaskDataCollator",
     "MultiTaskModel",
     "MultiTaskModelOutput",
+    "MultiTaskPipeline",
     "MultiTaskPredictionOutput",
     "MultiTaskTrainer",
     "MultiTaskTrainingArguments",

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import math
+from pathlib import Path
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from functools import partial
@@ -24,12 +25,11 @@ from transformers.trainer_utils import seed_worker
 from .configuration_multitask import TaskSpec
 from .data import MultiTaskDataCollator
 from .metrics import ClassificationMetric, SeqevalMetric
+from .model_card import MAIN_METRIC, build_model_card, plot_training_curves
 from .modeling_multitask import cross_entropy_loss
 from .sampler import MultiTaskBatchSampler, SamplingStrategy
 
 logger = logging.getLogger(__name__)
-
-MAIN_METRIC = {"classification": "accuracy", "ner": "f1"}
 
 
 @dataclass
@@ -386,3 +386,20 @@ class MultiTaskTrainer(Trainer):
                 previous = word
             tags_per_sentence.append(tags)
         return tags_per_sentence
+
+    # ---- model card ---------------------------------------------------------------------------------------
+
+    def create_model_card(self, model_name: str | None = None, finetuned_from: str | None = None, **kwargs: Any) -> None:
+        """Write the multi-task model card (`README.md`) and `training_curves.png` into `output_dir`.
+
+        Trainer calls this from `push_to_hub`, so both files are uploaded with the model. Trainer's single-task card
+        arguments (`tasks`, `dataset`, ...) do not apply and are ignored.
+        """
+        if not self.is_world_process_zero():
+            return
+        output_dir = Path(self.args.output_dir)
+        output_dir.mkdir(parents=True, exist_ok=True)
+        plot_training_curves(self.state.log_history, list(self.task_specs.values()), output_dir / "training_curves.png")
+        card = build_model_card(self, model_name=getattr(self, "hub_model_id", None) or model_name,
+                                base_model=finetuned_from)
+        (output_dir / "README.md").write_text(card.render(), encoding="utf-8")

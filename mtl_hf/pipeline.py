@@ -1,0 +1,526 @@
+"""Inference over raw text for a multi-task model: one encoder pass per batch serves every requested task.
+
+``MultiTaskPipeline.from_pretrained(path)(texts, tasks=None)`` returns, per text, ``{task_name: result}``:
+
+* classification: ``{"label": str, "score": float}`` (softmax probability of the label); a text that needed several
+  windows also carries ``"windows": n`` (see "Long texts" below);
+* NER: a list of entity spans ``{"entity_group", "score", "word", "start", "end"}`` whose ``start``/``end`` are
+  character offsets into the *original* text, so ``text[start:end] == word`` always holds.
+
+How text becomes model input (and why)
+--------------------------------------
+NER heads are trained on pre-tokenized words (CoNLL style: punctuation separate from the words next to it), encoded
+with ``is_split_into_words=True`` and a tag on the *first* sub-token of each word. The pipeline follows the same
+convention so that inference sees what training saw:
+
+1. The text is split into words with character offsets by :func:`split_words`: maximal runs of letters, digits and
+   combining marks form a word; every other non-space character (punctuation, symbols) is a word of its own;
+   CJK ideographs are one-character words; whitespace (any amount, any kind) only separates. This is what BERT's
+   basic tokenizer does (so a WordPiece model sees the tokens a plain call would give; the one difference: non-ASCII
+   symbols such as ``€`` stand alone here), and unlike a byte-level BPE pre-tokenizer it never glues punctuation to
+   a word (``"London."`` -> ``London`` ``.``) or spaces into a token. ``"don't"`` gives ``don`` ``'`` ``t``.
+2. The words are encoded with ``is_split_into_words=True``. Byte-level BPE tokenizers (RoBERTa, GPT-2 style) need
+   ``add_prefix_space=True`` for that; a tokenizer without it is copied and its byte-level pre-tokenizer switched on
+   (the caller's object is left untouched).
+3. Each word's NER prediction is read at its first sub-token; words whose tag is ``B-X``/``I-X`` are grouped into
+   spans like the "simple"/"first" aggregation of ``transformers``' token-classification pipeline: ``B-X`` always
+   opens a span, ``I-X`` continues a span of type ``X`` and opens a new one after ``O`` or after another type
+   (``E-``/``S-`` of BIOES and bare ``X`` of IO schemes are understood too). A span covers its words and the
+   characters between them; its ``score`` is the mean over its words of the word's top softmax probability.
+
+Classification reads the same encoding, so one encoder pass serves every task. For WordPiece models this is the
+encoding of the plain text. For byte-level BPE the words differ from a plain-text encoding only in a prefix space
+before punctuation that touches the previous word (``"London."``: ``ĠLondon Ġ.`` instead of ``ĠLondon .``), and
+before the first word when the tokenizer used for classification training had no ``add_prefix_space``
+(``mtl_hf.data.load_tokenizer`` sets it, so a model trained with it sees the same first word).
+
+Long texts
+----------
+A text whose sub-tokens do not fit in ``max_length`` (by default the smaller of the tokenizer's ``model_max_length``
+and what the encoder's position embeddings allow) is cut into overlapping windows of whole words. Consecutive
+windows share up to ``stride`` sub-tokens of whole words (default: a quarter of the window). Every word gets a
+prediction; a word seen by several windows takes the prediction of the window where it is farthest from a cut edge
+(most context on both sides). A classification over several windows is the *mean of the windows' probability
+vectors* (each window counts once) and reports ``"windows": n``. A single word longer than a whole window is
+truncated to its first sub-tokens (its prediction only needs the first one). Nothing is ever silently dropped by
+the encoder and no length raises.
+
+Batching
+--------
+All windows of all texts, in order, are grouped into batches of ``batch_size``; each batch is tokenized with padding
+and goes through ONE ``model.forward_tasks`` call that returns the logits of every requested task, under
+``torch.no_grad`` with the model in eval mode.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import unicodedata
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from tokenizers import Tokenizer
+from transformers import AutoTokenizer, PreTrainedTokenizerBase
+
+from .configuration_multitask import TaskSpec
+from .modeling_multitask import MultiTaskModel
+
+__all__ = ["MultiTaskPipeline", "group_entities", "plan_windows", "prepare_tokenizer", "split_words"]
+
+# Encoders whose position ids start after the padding index (RoBERTa family): `max_position_embeddings` overstates
+# the usable length by `pad_token_id + 1`.
+_PADDING_OFFSET_MODEL_TYPES = {
+    "roberta", "xlm-roberta", "xlm-roberta-xl", "camembert", "roberta-prelayernorm", "data2vec-text", "longformer",
+    "mpnet", "ibert", "luke", "markuplm", "lilt", "bros", "ernie_m", "xmod", "mega",
+}
+_DEFAULT_MAX_LENGTH = 512
+_SPAN_START = {"B", "S", "U"}
+_SPAN_END = {"E", "L", "S", "U"}
+_PREFIXES = {"B", "I", "E", "S", "L", "U"}
+
+Word = tuple[str, int, int]  # (word, start, end) with text[start:end] == word
+
+
+# ---- words and spans ----------------------------------------------------------------------------------------------
+
+
+# CJK ideographs are words of one character each, as in BERT's basic tokenizer (same ranges).
+_CJK_RANGES = (
+    (0x4E00, 0x9FFF), (0x3400, 0x4DBF), (0x20000, 0x2A6DF), (0x2A700, 0x2B73F),
+    (0x2B740, 0x2B81F), (0x2B820, 0x2CEAF), (0xF900, 0xFAFF), (0x2F800, 0x2FA1F),
+)
+
+
+def _is_cjk(char: str) -> bool:
+    code = ord(char)
+    return any(low <= code <= high for low, high in _CJK_RANGES)
+
+
+def _is_word_char(char: str) -> bool:
+    # Letters, digits and combining marks (so "Zoë" written with a combining diaeresis stays one word).
+    return unicodedata.category(char)[0] in "LNM" and not _is_cjk(char)
+
+
+def split_words(text: str) -> list[Word]:
+    """Split ``text`` into CoNLL-like words with character offsets: ``[(word, start, end), ...]``.
+
+    A word is a maximal run of letters/digits/combining marks, or a single other non-space character (punctuation,
+    symbols and CJK ideographs stand alone, as in CoNLL data and BERT's basic tokenizer). Whitespace of any amount
+    only separates, so ``text[start:end] == word`` for every word.
+    """
+    words: list[Word] = []
+    i, n = 0, len(text)
+    while i < n:
+        char = text[i]
+        if char.isspace():
+            i += 1
+            continue
+        j = i + 1
+        if _is_word_char(char):
+            while j < n and _is_word_char(text[j]):
+                j += 1
+        words.append((text[i:j], i, j))
+        i = j
+    return words
+
+
+def _parse_tag(label: str) -> tuple[str | None, str | None]:
+    """``"B-PER"`` -> ``("B", "PER")``; ``"O"`` -> ``(None, None)``; bare ``"PER"`` (IO scheme) -> ``("I", "PER")``."""
+    if label is None or label in ("O", ""):
+        return None, None
+    if len(label) > 2 and label[1] in "-_" and label[0].upper() in _PREFIXES:
+        return label[0].upper(), label[2:]
+    return "I", label
+
+
+def group_entities(text: str, words: list[Word], labels: list[str], scores: list[float]) -> list[dict[str, Any]]:
+    """Group word-level tags into entity spans over ``text`` (see the module docstring for the rules)."""
+    entities: list[dict[str, Any]] = []
+    current: dict[str, Any] | None = None
+
+    def close() -> None:
+        nonlocal current
+        if current is not None:
+            start, end = current["start"], current["end"]
+            entities.append(
+                {
+                    "entity_group": current["type"],
+                    "score": float(sum(current["scores"]) / len(current["scores"])),
+                    "word": text[start:end],
+                    "start": start,
+                    "end": end,
+                }
+            )
+        current = None
+
+    for (_, start, end), label, score in zip(words, labels, scores):
+        prefix, entity_type = _parse_tag(label)
+        if prefix is None:
+            close()
+            continue
+        if prefix in _SPAN_START or current is None or current["type"] != entity_type:
+            close()
+            current = {"type": entity_type, "start": start, "end": end, "scores": [score]}
+        else:
+            current["end"] = end
+            current["scores"].append(score)
+        if prefix in _SPAN_END:
+            close()
+    close()
+    return entities
+
+
+def plan_windows(token_counts: list[int], budget: int, stride: int) -> list[tuple[int, int]]:
+    """Cut words with the given sub-token counts into windows ``[(first_word, end_word), ...]`` of whole words.
+
+    Each window holds at most ``budget`` sub-tokens (a single longer word gets a window of its own); a window after
+    the first starts with the trailing words of the previous one that fit in ``stride`` sub-tokens, and always
+    starts after the previous window's start, so the plan always ends.
+    """
+    n = len(token_counts)
+    if n == 0:
+        return [(0, 0)]
+    windows: list[tuple[int, int]] = []
+    start = 0
+    while True:
+        end, used = start, 0
+        while end < n and (end == start or used + token_counts[end] <= budget):
+            used += token_counts[end]
+            end += 1
+        windows.append((start, end))
+        if end >= n:
+            return windows
+        next_start, overlap = end, 0
+        while next_start - 1 > start and overlap + token_counts[next_start - 1] <= stride:
+            next_start -= 1
+            overlap += token_counts[next_start]
+        # The next window must reach past this one: give up overlap until the first new word fits.
+        while next_start < end and overlap + token_counts[end] > budget:
+            overlap -= token_counts[next_start]
+            next_start += 1
+        start = next_start
+
+
+# ---- tokenizer helpers --------------------------------------------------------------------------------------------
+
+
+def _set_byte_level_prefix_space(node: Any) -> bool:
+    """Turn on ``add_prefix_space`` in every ByteLevel pre-tokenizer of a tokenizer.json node; True if any changed."""
+    changed = False
+    if isinstance(node, dict):
+        if node.get("type") == "ByteLevel" and node.get("add_prefix_space") is False:
+            node["add_prefix_space"] = True
+            changed = True
+        for value in node.values():
+            changed |= _set_byte_level_prefix_space(value)
+    elif isinstance(node, list):
+        for value in node:
+            changed |= _set_byte_level_prefix_space(value)
+    return changed
+
+
+def prepare_tokenizer(tokenizer: PreTrainedTokenizerBase) -> PreTrainedTokenizerBase:
+    """A tokenizer that can encode pre-split words: byte-level BPE gets ``add_prefix_space=True`` (on a copy)."""
+    if not getattr(tokenizer, "is_fast", False) or getattr(tokenizer, "backend_tokenizer", None) is None:
+        raise ValueError(
+            f"MultiTaskPipeline needs a fast (tokenizers-backed) tokenizer to map sub-tokens to words; "
+            f"got {type(tokenizer).__name__}"
+        )
+    state = json.loads(tokenizer.backend_tokenizer.to_str())
+    pre_tokenizer = state.get("pre_tokenizer")
+    if not _set_byte_level_prefix_space(pre_tokenizer):
+        return tokenizer
+    fixed = copy.deepcopy(tokenizer)
+    fixed.backend_tokenizer.pre_tokenizer = Tokenizer.from_str(json.dumps(state)).pre_tokenizer
+    if hasattr(fixed, "add_prefix_space"):
+        fixed.add_prefix_space = True
+    return fixed
+
+
+def model_max_length(model: MultiTaskModel, tokenizer: PreTrainedTokenizerBase) -> int:
+    """Longest input (special tokens included) that both the tokenizer and the encoder's positions allow."""
+    limits: list[int] = []
+    tokenizer_limit = getattr(tokenizer, "model_max_length", None)
+    if isinstance(tokenizer_limit, int) and 0 < tokenizer_limit < 1_000_000:
+        limits.append(tokenizer_limit)
+    encoder_config = model.config.encoder
+    positions = getattr(encoder_config, "max_position_embeddings", None)
+    if isinstance(positions, int) and positions > 0:
+        if getattr(encoder_config, "model_type", None) in _PADDING_OFFSET_MODEL_TYPES:
+            pad = getattr(encoder_config, "pad_token_id", None)
+            positions -= (pad if isinstance(pad, int) else 1) + 1
+        limits.append(positions)
+    return min(limits) if limits else _DEFAULT_MAX_LENGTH
+
+
+# ---- the pipeline -------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class _Document:
+    text: str
+    words: list[Word]
+    windows: list[tuple[int, int]]
+    # NER: per task, per word: (rank of the window that gave it, label id, probability)
+    word_predictions: dict[str, list[tuple[float, int, float] | None]] = field(default_factory=dict)
+    # classification: per task, the sum of the windows' probability vectors
+    class_probs: dict[str, torch.Tensor] = field(default_factory=dict)
+
+
+class MultiTaskPipeline:
+    """Run a [`MultiTaskModel`] on raw texts for all (or some) of its tasks, one encoder pass per batch.
+
+    Args:
+        model: the multi-task model (put in eval mode; moved to ``device`` when one is given).
+        tokenizer: a fast tokenizer of the model's encoder (byte-level BPE ones are used with a prefix space).
+        device: where to run (``"cpu"``, ``"cuda:0"``, an int GPU index, a ``torch.device``); ``None`` keeps the
+            model where it is.
+        batch_size: windows per encoder pass (a short text is one window).
+        max_length: sub-tokens per window, special tokens included; default and maximum: what the tokenizer and the
+            encoder's position embeddings allow.
+        stride: at most this many sub-tokens (of whole words) are shared by consecutive windows of a long text;
+            default a quarter of a window's room for words.
+
+    Call it with a string (returns one result) or a list of strings (returns a list); see the module docstring for
+    the result format, word splitting, long texts and scores.
+    """
+
+    def __init__(
+        self,
+        model: MultiTaskModel,
+        tokenizer: PreTrainedTokenizerBase,
+        device: str | int | torch.device | None = None,
+        batch_size: int = 8,
+        max_length: int | None = None,
+        stride: int | None = None,
+    ) -> None:
+        if not isinstance(batch_size, int) or batch_size < 1:
+            raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+        if device is not None:
+            if isinstance(device, int):
+                device = torch.device("cuda", device) if device >= 0 else torch.device("cpu")
+            model = model.to(torch.device(device))
+        self.model = model.eval()
+        self.tokenizer = prepare_tokenizer(tokenizer)
+        self.batch_size = batch_size
+
+        limit = model_max_length(model, self.tokenizer)
+        if max_length is None:
+            max_length = limit
+        elif max_length > limit:
+            raise ValueError(f"max_length={max_length} exceeds what this model and tokenizer allow ({limit})")
+        self.num_special_tokens = self.tokenizer.num_special_tokens_to_add(pair=False)
+        if max_length <= self.num_special_tokens:
+            raise ValueError(
+                f"max_length={max_length} leaves no room for text after {self.num_special_tokens} special tokens"
+            )
+        self.max_length = max_length
+        room = max_length - self.num_special_tokens
+        if stride is None:
+            stride = room // 4
+        if not isinstance(stride, int) or stride < 0:
+            raise ValueError(f"stride must be a non-negative integer, got {stride!r}")
+        self.stride = stride
+        self._specs = {spec.name: spec for spec in model.config.task_specs}
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        path: str,
+        device: str | int | torch.device | None = None,
+        tokenizer: str | PreTrainedTokenizerBase | None = None,
+        model_kwargs: dict[str, Any] | None = None,
+        tokenizer_kwargs: dict[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> "MultiTaskPipeline":
+        """Load the model and the tokenizer saved in ``path`` (or the given ``tokenizer``, object or path).
+
+        ``model_kwargs``/``tokenizer_kwargs`` go to the respective ``from_pretrained``; the other keyword arguments
+        (``batch_size``, ``max_length``, ``stride``) to the pipeline.
+        """
+        model = MultiTaskModel.from_pretrained(path, **(model_kwargs or {}))
+        if tokenizer is None or isinstance(tokenizer, str):
+            tokenizer = AutoTokenizer.from_pretrained(tokenizer or path, **(tokenizer_kwargs or {}))
+        return cls(model, tokenizer, device=device, **kwargs)
+
+    # ---- public helpers -------------------------------------------------------------------------------------------
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    @property
+    def task_names(self) -> list[str]:
+        return list(self._specs)
+
+    def _resolve_tasks(self, tasks: str | list[str] | None) -> list[TaskSpec]:
+        if tasks is None:
+            return list(self._specs.values())
+        names = [tasks] if isinstance(tasks, str) else list(tasks)
+        if not names:
+            raise ValueError(f"No task requested; this model knows: {', '.join(self._specs)}")
+        specs: list[TaskSpec] = []
+        for name in names:
+            if name not in self._specs:
+                raise ValueError(f"Unknown task {name!r}; this model knows: {', '.join(self._specs) or '(no tasks)'}")
+            if all(spec.name != name for spec in specs):
+                specs.append(self._specs[name])
+        return specs
+
+    # ---- call -----------------------------------------------------------------------------------------------------
+
+    def __call__(
+        self, texts: str | list[str], tasks: str | list[str] | None = None, batch_size: int | None = None
+    ) -> dict[str, Any] | list[dict[str, Any]]:
+        """Predict every requested task (default: all) for one text (-> one dict) or a list (-> list of dicts)."""
+        single = isinstance(texts, str)
+        batch = [texts] if single else texts
+        if not isinstance(batch, (list, tuple)) or not all(isinstance(t, str) for t in batch):
+            raise TypeError("MultiTaskPipeline expects a string or a list of strings")
+        specs = self._resolve_tasks(tasks)
+        batch_size = self.batch_size if batch_size is None else batch_size
+        if not isinstance(batch_size, int) or batch_size < 1:
+            raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+        if not batch:
+            return []
+
+        documents = self._prepare(list(batch), specs)
+        self._predict(documents, specs, batch_size)
+        results = [self._finish(document, specs) for document in documents]
+        return results[0] if single else results
+
+    def _prepare(self, texts: list[str], specs: list[TaskSpec]) -> list[_Document]:
+        """Split texts into words, count each word's sub-tokens, and plan the windows."""
+        all_words = [split_words(text) for text in texts]
+        counts_per_text: list[list[int]] = [[] for _ in texts]
+        with_words = [i for i, words in enumerate(all_words) if words]
+        if with_words:
+            encoded = self.tokenizer(
+                [[w for w, _, _ in all_words[i]] for i in with_words],
+                is_split_into_words=True,
+                add_special_tokens=False,
+                verbose=False,  # whole long texts are counted here; the windows below respect max_length
+            )
+            for row, i in enumerate(with_words):
+                counts = [0] * len(all_words[i])
+                for word_id in encoded.word_ids(row):
+                    if word_id is not None:
+                        counts[word_id] += 1
+                counts_per_text[i] = counts
+
+        room = self.max_length - self.num_special_tokens
+        documents = []
+        for text, words, counts in zip(texts, all_words, counts_per_text):
+            # Words that the tokenizer drops entirely (control or zero-width characters) get no prediction and do
+            # not break spans.
+            kept = [(word, count) for word, count in zip(words, counts) if count > 0]
+            words = [word for word, _ in kept]
+            windows = plan_windows([count for _, count in kept], room, self.stride)
+            document = _Document(text=text, words=words, windows=windows)
+            for spec in specs:
+                if spec.type == "ner":
+                    document.word_predictions[spec.name] = [None] * len(words)
+                else:
+                    document.class_probs[spec.name] = torch.zeros(spec.num_labels, dtype=torch.float64)
+            documents.append(document)
+        return documents
+
+    def _predict(self, documents: list[_Document], specs: list[TaskSpec], batch_size: int) -> None:
+        """Run every window through the model, ``batch_size`` windows per encoder pass, and collect predictions."""
+        windows = [(document, window) for document in documents for window in document.windows]
+        task_names = [spec.name for spec in specs]
+        ner_tasks = [spec.name for spec in specs if spec.type == "ner"]
+        class_tasks = [spec.name for spec in specs if spec.type != "ner"]
+        self.model.eval()
+        with torch.no_grad():
+            for first in range(0, len(windows), batch_size):
+                chunk = windows[first : first + batch_size]
+                encoded = self.tokenizer(
+                    [[w for w, _, _ in document.words[start:end]] for document, (start, end) in chunk],
+                    is_split_into_words=True,
+                    truncation=True,
+                    max_length=self.max_length,
+                    padding=True,
+                    return_tensors="pt",
+                )
+                inputs = {
+                    key: encoded[key].to(self.device)
+                    for key in ("input_ids", "attention_mask", "token_type_ids")
+                    if key in encoded
+                }
+                logits = self.model.forward_tasks(
+                    inputs["input_ids"],
+                    inputs.get("attention_mask"),
+                    tasks=task_names,
+                    token_type_ids=inputs.get("token_type_ids"),
+                )
+                probs = {name: logits[name].float().softmax(dim=-1).cpu() for name in task_names}
+                for row, (document, window) in enumerate(chunk):
+                    for name in class_tasks:
+                        document.class_probs[name] += probs[name][row].double()
+                    if ner_tasks:
+                        self._collect_words(document, window, encoded.word_ids(row), probs, ner_tasks, row)
+
+    @staticmethod
+    def _collect_words(
+        document: _Document,
+        window: tuple[int, int],
+        word_ids: list[int | None],
+        probs: dict[str, torch.Tensor],
+        ner_tasks: list[str],
+        row: int,
+    ) -> None:
+        """Keep, for each word of the window, the prediction at its first sub-token if this window gives the word
+        more context (distance to the nearest cut window edge) than any window before."""
+        start, end = window
+        total = len(document.words)
+        positions: list[int] = []
+        word_indices: list[int] = []
+        ranks: list[float] = []
+        seen: set[int] = set()
+        for position, word_id in enumerate(word_ids):
+            if word_id is None or word_id in seen:
+                continue
+            seen.add(word_id)
+            index = start + word_id
+            left = index - start if start > 0 else math.inf
+            right = end - 1 - index if end < total else math.inf
+            positions.append(position)
+            word_indices.append(index)
+            ranks.append(min(left, right))
+        if not positions:
+            return
+        for name in ner_tasks:
+            best, labels = probs[name][row, positions].max(dim=-1)
+            predictions = document.word_predictions[name]
+            for index, rank, label, score in zip(word_indices, ranks, labels.tolist(), best.tolist()):
+                current = predictions[index]
+                if current is None or rank > current[0]:
+                    predictions[index] = (rank, label, score)
+
+    def _finish(self, document: _Document, specs: list[TaskSpec]) -> dict[str, Any]:
+        result: dict[str, Any] = {}
+        for spec in specs:
+            id2label = spec.id2label
+            if spec.type == "ner":
+                labels, scores = [], []
+                for prediction in document.word_predictions[spec.name]:
+                    if prediction is None:  # cannot happen with a consistent tokenizer; be safe: outside entities
+                        labels.append("O")
+                        scores.append(0.0)
+                    else:
+                        labels.append(id2label[prediction[1]])
+                        scores.append(prediction[2])
+                result[spec.name] = group_entities(document.text, document.words, labels, scores)
+            else:
+                n_windows = len(document.windows)
+                mean = document.class_probs[spec.name] / n_windows
+                index = int(mean.argmax())
+                prediction = {"label": id2label[index], "score": float(mean[index])}
+                if n_windows > 1:
+                    prediction["windows"] = n_windows
+                result[spec.name] = prediction
+        return result

