@@ -75,7 +75,14 @@ class DataTrainingArguments:
     max_predict_samples: int | None = field(default=None, metadata={"help": "Truncate each task's test split."})
 
 
-def parse_args(argv: list[str] | None) -> tuple[ModelArguments, DataTrainingArguments, MultiTaskTrainingArguments]:
+PHASES = ("do_train", "do_eval", "do_predict")
+
+
+def parse_args(
+    argv: list[str] | None,
+) -> tuple[ModelArguments, DataTrainingArguments, MultiTaskTrainingArguments, bool]:
+    """The three argument groups, and whether any `do_*` phase was asked for explicitly (Trainer itself turns
+    `do_eval` on for any `eval_strategy`, so the values alone cannot tell)."""
     argv = sys.argv[1:] if argv is None else argv
     parser = HfArgumentParser((ModelArguments, DataTrainingArguments, MultiTaskTrainingArguments))
     if len(argv) == 1 and argv[0].endswith((".json", ".yaml", ".yml")):
@@ -83,12 +90,13 @@ def parse_args(argv: list[str] | None) -> tuple[ModelArguments, DataTrainingArgu
         if not path.is_file():
             raise UsageError(f"argument file not found: {path}")
         try:
-            if path.suffix == ".json":
-                return parser.parse_json_file(str(path))
-            return parser.parse_yaml_file(str(path))
-        except (ValueError, yaml.YAMLError, json.JSONDecodeError) as error:
+            given = json.loads(path.read_text()) if path.suffix == ".json" else yaml.safe_load(path.read_text())
+            parsed = parser.parse_dict(given)
+        except (ValueError, TypeError, AttributeError, yaml.YAMLError) as error:
             raise UsageError(f"malformed argument file {path}: {error}") from error
-    return parser.parse_args_into_dataclasses(args=argv)
+        return (*parsed, any(given.get(phase) for phase in PHASES))
+    parsed = parser.parse_args_into_dataclasses(args=argv)
+    return (*parsed, any(arg.split("=")[0] in {f"--{p}" for p in PHASES} for arg in argv))
 
 
 def resolve_model_path(model_args: ModelArguments) -> str:
@@ -163,8 +171,8 @@ def write_predictions(output_dir: Path, predictions: dict[str, list], specs: dic
 
 
 def main(argv: list[str] | None = None) -> dict[str, float]:
-    model_args, data_args, training_args = parse_args(argv)
-    if not (training_args.do_train or training_args.do_eval or training_args.do_predict):
+    model_args, data_args, training_args, phases_given = parse_args(argv)
+    if not phases_given:
         training_args.do_train = training_args.do_eval = training_args.do_predict = True
 
     logging.basicConfig(

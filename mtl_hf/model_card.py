@@ -15,6 +15,7 @@ from typing import Any
 from .configuration_multitask import TaskSpec
 
 MAIN_METRIC = {"classification": "accuracy", "ner": "f1"}
+NOT_SCORES = ("_runtime", "_per_second", "_samples", "_preparation_time")
 HYPERPARAMETERS = (
     "learning_rate", "per_device_train_batch_size", "gradient_accumulation_steps", "num_train_epochs", "max_steps",
     "warmup_steps", "weight_decay", "lr_scheduler_type", "seed", "sampling_strategy", "sampling_temperature",
@@ -62,7 +63,7 @@ class MultiTaskModelCardData:
             for task in self.tasks:
                 for split in ("eval", "test"):
                     prefix = f"{split}_{task.name}_"
-                    if key.startswith(prefix) and not key.endswith(("_runtime", "_per_second")):
+                    if key.startswith(prefix) and not key.endswith(NOT_SCORES):
                         rows.append(f"| {task.name} | {split} | {key[len(prefix):]} | {value:.4f} |")
         for split in ("eval", "test"):
             if f"{split}_combined_score" in self.metrics:
@@ -134,8 +135,7 @@ def build_model_card(trainer: Any, model_name: str | None = None, base_model: st
     model = trainer.accelerator.unwrap_model(trainer.model)
     args = trainer.args
     hyper = {key: getattr(args, key) for key in HYPERPARAMETERS if getattr(args, key, None) not in (None, False, -1)}
-    if "sampling_strategy" in hyper:
-        hyper["sampling_strategy"] = str(getattr(hyper["sampling_strategy"], "value", hyper["sampling_strategy"]))
+    hyper = {key: getattr(value, "value", value) for key, value in hyper.items()}  # enums by their value
     return MultiTaskModelCardData(
         model_name=model_name or output_dir.name,
         base_model=base_model or getattr(model.config.encoder, "_name_or_path", None) or None,
