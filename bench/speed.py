@@ -1,0 +1,483 @@
+#!/usr/bin/env python
+"""Speed: what the multi-task trainer and pipeline cost, measured side by side in one process.
+
+1. Training throughput (examples/s) on the same pre-tokenized 1:1 sample of CoNLL-2003 and BBC, batch size 32:
+   the original loop (batch size 1, tasks alternating), the single-task HF ``Trainer`` (one per task), mtl_hf's
+   ``MultiTaskTrainer``, and a bare PyTorch forward/backward/step loop over the same pre-collated batches.
+2. Inference (sentences/s): ``MultiTaskPipeline`` doing both tasks vs a token-classification plus a
+   text-classification HF pipeline over the same texts and batch size.
+3. Data preparation: ``mtl_hf.data.preprocess_task`` vs run_ner.py's ``tokenize_and_align_labels`` on the CoNLL
+   train split.
+
+Every section runs in rounds that interleave the contenders (rotating their order), after a warm-up round; medians
+over rounds and the ratios of medians are reported. Results go to ``<output_dir>/speed.json`` and, unless ``--quick``
+or ``--no_docs``, into ``docs/benchmarks.md`` / ``docs/benchmarks.png`` (together with quality.json).
+
+    python bench/speed.py            # ~10 min on 2 CPU cores
+    python bench/speed.py --quick    # smoke run
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import common  # noqa: F401  (puts the repository root on sys.path)
+from common import (
+    DEFAULT_OUTPUT_DIR,
+    HPARAMS,
+    NUM_THREADS,
+    SPEED_JSON,
+    EpochTimer,
+    OriginalMultiTaskNet,
+    alternate,
+    load_corpora,
+    machine_info,
+    model_path,
+    original_ner_example,
+    original_step,
+    original_topic_example,
+    render_docs,
+    run_glue_preprocess_function,
+    run_ner_tokenize_and_align_labels,
+    sample,
+    setup_torch,
+    summarize,
+    write_json,
+)
+
+import datasets
+import torch
+from torch.utils.data import ConcatDataset
+from transformers import (
+    AutoConfig,
+    AutoModelForSequenceClassification,
+    AutoModelForTokenClassification,
+    DataCollatorForTokenClassification,
+    DataCollatorWithPadding,
+    Trainer,
+    TrainingArguments,
+    pipeline,
+    set_seed,
+)
+
+from mtl_hf import MultiTaskModel, MultiTaskPipeline, MultiTaskTrainer, MultiTaskTrainingArguments
+from mtl_hf.data import MultiTaskDataCollator, load_tokenizer, preprocess_task
+from mtl_hf.sampler import MultiTaskBatchSampler
+
+TASK_ORDER = ("topic", "ner")  # as in bench/data/tasks.yaml
+
+
+def log(message: str) -> None:
+    print(f"[speed {time.strftime('%H:%M:%S')}] {message}", flush=True)
+
+
+def rotate(items: list, k: int) -> list:
+    k %= len(items)
+    return items[k:] + items[:k]
+
+
+def trainer_kwargs(output_dir: str, batch_size: int, seed: int) -> dict[str, Any]:
+    """One epoch, nothing saved, logged or evaluated: the step loop is what is timed."""
+    return dict(
+        output_dir=output_dir,
+        per_device_train_batch_size=batch_size,
+        learning_rate=HPARAMS["learning_rate"],
+        weight_decay=HPARAMS["weight_decay"],
+        warmup_steps=HPARAMS["warmup_ratio"],
+        num_train_epochs=1,
+        seed=seed,
+        save_strategy="no",
+        eval_strategy="no",
+        logging_strategy="no",
+        report_to="none",
+        disable_tqdm=True,
+        dataloader_pin_memory=False,
+    )
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# 1. Training throughput
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+def bench_training(specs, raws, tokenizer, args) -> dict[str, Any]:
+    path = model_path()
+    bs, n, seed, max_len = args.batch_size, args.train_rows_per_task, HPARAMS["seed"], HPARAMS["max_seq_length"]
+    raw = {t: sample(raws[t]["train"], n, seed=seed) for t in TASK_ORDER}
+
+    # The same rows, prepared the way each contender prepares them.
+    mtl_data = {t: preprocess_task(specs[t], datasets.DatasetDict(train=raw[t]), tokenizer,
+                                   max_seq_length=max_len)["train"] for t in TASK_ORDER}
+    ner_l2i = specs["ner"].label2id
+    topic_l2i = specs["topic"].label2id
+    single_data = {
+        "ner": raw["ner"].map(run_ner_tokenize_and_align_labels(tokenizer, ner_l2i, max_len), batched=True),
+        "topic": raw["topic"].map(run_glue_preprocess_function(tokenizer, topic_l2i, max_len), batched=True),
+    }
+    orig_ner = [original_ner_example(tokenizer, w, t, ner_l2i, max_len)
+                for w, t in zip(list(raw["ner"]["tokens"]), list(raw["ner"]["ner_tags"]))]
+    orig_topic = [original_topic_example(tokenizer, x, topic_l2i[y], max_len)
+                  for x, y in zip(list(raw["topic"]["text"]), list(raw["topic"]["label"]))]
+    half = args.original_examples_per_round // 2
+    original_examples = alternate(orig_ner[:half], orig_topic[:half])
+    total = sum(len(d) for d in mtl_data.values())
+
+    tmp = tempfile.TemporaryDirectory()
+    task_specs = [specs[t] for t in TASK_ORDER]
+
+    # MultiTaskTrainer
+    set_seed(seed)
+    mtl_timer = EpochTimer()
+    mtl_trainer = MultiTaskTrainer(
+        model=MultiTaskModel.from_encoder(path, task_specs),
+        args=MultiTaskTrainingArguments(**trainer_kwargs(tmp.name, bs, seed), sampling_strategy="proportional"),
+        train_dataset=mtl_data, processing_class=tokenizer, callbacks=[mtl_timer])
+
+    # Informational, not target contenders: MultiTaskTrainer with two of Trainer's own options that the default
+    # recipe does not use: length grouping (less padding), and that plus bf16 autocast (CPUs with AVX512-BF16/AMX).
+    variants = {"mtl_trainer_grouped": {"train_sampling_strategy": "group_by_length"},
+                "mtl_trainer_grouped_bf16": {"train_sampling_strategy": "group_by_length", "bf16": True, "use_cpu": True}}
+    variant_trainers = {}
+    for key, extra in variants.items():
+        timer = EpochTimer()
+        trainer = MultiTaskTrainer(
+            model=MultiTaskModel.from_encoder(path, task_specs),
+            args=MultiTaskTrainingArguments(**trainer_kwargs(tmp.name, bs, seed), sampling_strategy="proportional",
+                                            **extra),
+            train_dataset=mtl_data, processing_class=tokenizer, callbacks=[timer])
+        variant_trainers[key] = (trainer, timer)
+
+    # Single-task Trainers (run_ner.py / run_glue.py)
+    single_timers = {t: EpochTimer() for t in TASK_ORDER}
+    ner_model = AutoModelForTokenClassification.from_pretrained(
+        path, num_labels=len(ner_l2i), id2label=specs["ner"].id2label, label2id=ner_l2i)
+    topic_model = AutoModelForSequenceClassification.from_pretrained(
+        path, num_labels=len(topic_l2i), id2label=specs["topic"].id2label, label2id=topic_l2i)
+    single_trainers = {
+        "ner": Trainer(model=ner_model, args=TrainingArguments(**trainer_kwargs(tmp.name, bs, seed)),
+                       train_dataset=single_data["ner"], processing_class=tokenizer,
+                       data_collator=DataCollatorForTokenClassification(tokenizer), callbacks=[single_timers["ner"]]),
+        "topic": Trainer(model=topic_model, args=TrainingArguments(**trainer_kwargs(tmp.name, bs, seed)),
+                         train_dataset=single_data["topic"], processing_class=tokenizer,
+                         data_collator=DataCollatorWithPadding(tokenizer), callbacks=[single_timers["topic"]]),
+    }
+
+    # Bare loop: the batches MultiTaskTrainer's sampler and collator produce (epoch 0, same seed), collated up front.
+    bare_model = MultiTaskModel.from_encoder(path, task_specs)
+    sampler = MultiTaskBatchSampler({t: len(mtl_data[t]) for t in TASK_ORDER}, bs, seed=seed)
+    concat = ConcatDataset([mtl_data[t] for t in TASK_ORDER])
+    collator = MultiTaskDataCollator(tokenizer)
+    bare_batches = [collator([concat[i] for i in indices]) for indices in sampler]
+    optimizer_cls, optimizer_kwargs = Trainer.get_optimizer_cls_and_kwargs(mtl_trainer.args)
+    bare_optimizer = optimizer_cls(bare_model.parameters(), **optimizer_kwargs)
+
+    # The original loop, as designed (torch.optim.AdamW defaults) and given the Trainer's fused AdamW.
+    original = {}
+    for key, kwargs in (("original_loop", {}), ("original_loop_fused", {"fused": True})):
+        set_seed(seed)
+        net = OriginalMultiTaskNet(path, len(ner_l2i), len(topic_l2i))
+        original[key] = (net, torch.optim.AdamW(net.parameters(), lr=HPARAMS["learning_rate"],
+                                                weight_decay=HPARAMS["weight_decay"], **kwargs))
+
+    def run_mtl() -> dict[str, float]:
+        mtl_trainer.train()
+        return {"seconds": mtl_timer.seconds, "examples": total, "steps": len(mtl_timer.step_ends)}
+
+    def make_variant(key: str):
+        def run() -> dict[str, float]:
+            trainer, timer = variant_trainers[key]
+            trainer.train()
+            return {"seconds": timer.seconds, "examples": total, "steps": len(timer.step_ends)}
+        return run
+
+    def run_single() -> dict[str, float]:
+        out = {"seconds": 0.0, "examples": 0, "steps": 0}
+        for t in TASK_ORDER:
+            single_trainers[t].train()
+            out[f"{t}_seconds"] = single_timers[t].seconds
+            out[f"{t}_examples"] = len(single_data[t])
+            out["seconds"] += single_timers[t].seconds
+            out["examples"] += len(single_data[t])
+            out["steps"] += len(single_timers[t].step_ends)
+        return out
+
+    def run_bare() -> dict[str, float]:
+        bare_model.train()
+        start = time.perf_counter()
+        for batch in bare_batches:
+            loss = bare_model(**batch).loss
+            loss.backward()
+            bare_optimizer.step()
+            bare_optimizer.zero_grad()
+        return {"seconds": time.perf_counter() - start, "examples": total, "steps": len(bare_batches)}
+
+    def make_original(key: str):
+        def run() -> dict[str, float]:
+            net, optimizer = original[key]
+            net.train()
+            losses = {}
+            start = time.perf_counter()
+            for example in original_examples:  # per-task losses kept for the epoch print, as the design did
+                losses.setdefault(example["task"], []).append(original_step(net, optimizer, example))
+            return {"seconds": time.perf_counter() - start, "examples": len(original_examples),
+                    "steps": len(original_examples)}
+        return run
+
+    contenders = {
+        "original_loop": make_original("original_loop"),
+        "original_loop_fused": make_original("original_loop_fused"),
+        "single_trainer": run_single,
+        "mtl_trainer": run_mtl,
+        "bare_loop": run_bare,
+        **{key: make_variant(key) for key in variants},
+    }
+    names = list(contenders)
+    records: dict[str, list[dict[str, float]]] = {name: [] for name in names}
+    for round_index in range(args.warmup_rounds + args.rounds):
+        warm = round_index < args.warmup_rounds
+        line = []
+        for name in rotate(names, round_index):
+            result = contenders[name]()
+            if not warm:
+                records[name].append(result)
+            line.append(f"{name} {result['examples'] / result['seconds']:.1f}")
+        log(f"training round {round_index + 1}/{args.warmup_rounds + args.rounds}"
+            f"{' (warm-up)' if warm else ''}: " + ", ".join(line) + " examples/s")
+    tmp.cleanup()
+
+    out: dict[str, Any] = {"contenders": {}, "steps_per_round": len(bare_batches)}
+    for name in names:
+        rates = [r["examples"] / r["seconds"] for r in records[name]]
+        out["contenders"][name] = {"examples_per_s": summarize(rates),
+                                   "examples_per_round": records[name][0]["examples"],
+                                   "steps_per_round": records[name][0]["steps"]}
+    out["single_by_task"] = {
+        t: summarize([r[f"{t}_examples"] / r[f"{t}_seconds"] for r in records["single_trainer"]]) for t in TASK_ORDER
+    }
+    med = {name: out["contenders"][name]["examples_per_s"]["median"] for name in names}
+    out["ratios"] = {
+        "mtl_vs_single_trainer": round(med["mtl_trainer"] / med["single_trainer"], 3),
+        "mtl_vs_bare_loop": round(med["mtl_trainer"] / med["bare_loop"], 3),
+        "mtl_vs_original_loop": round(med["mtl_trainer"] / med["original_loop"], 2),
+        "mtl_vs_original_loop_fused": round(med["mtl_trainer"] / med["original_loop_fused"], 2),
+        "mtl_grouped_vs_mtl": round(med["mtl_trainer_grouped"] / med["mtl_trainer"], 3),
+        "mtl_grouped_vs_original_loop": round(med["mtl_trainer_grouped"] / med["original_loop"], 2),
+        "mtl_grouped_bf16_vs_mtl": round(med["mtl_trainer_grouped_bf16"] / med["mtl_trainer"], 3),
+        "mtl_grouped_bf16_vs_original_loop": round(med["mtl_trainer_grouped_bf16"] / med["original_loop"], 2),
+    }
+
+    def per_round(a: str, b: str) -> list[float]:
+        return [round((x["examples"] / x["seconds"]) / (y["examples"] / y["seconds"]), 3)
+                for x, y in zip(records[a], records[b])]
+
+    out["per_round_ratios"] = {"mtl_vs_single_trainer": per_round("mtl_trainer", "single_trainer"),
+                               "mtl_vs_bare_loop": per_round("mtl_trainer", "bare_loop")}
+    lengths = {t: sum(len(ids) for ids in mtl_data[t]["input_ids"]) / len(mtl_data[t]) for t in TASK_ORDER}
+    out["mean_subtokens"] = {t: round(v, 1) for t, v in lengths.items()}
+    return out
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# 2. Inference
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+def bench_inference(specs, raws, tokenizer, args) -> dict[str, Any]:
+    path = model_path()
+    trained = args.output_dir / "mtl_model"
+    if (trained / "config.json").is_file():
+        mtl_model = MultiTaskModel.from_pretrained(trained)
+        note = (f"All models carry the weights of the multi-task model trained by quality.py (`{trained.name}`): the "
+                "HF pipelines' `BertForTokenClassification` / `BertForSequenceClassification` get its encoder and its "
+                "heads' linear layers (the sequence classifier also applies BERT's pooler, as it always does), so "
+                "both sides predict on trained weights and group realistic numbers of entities.")
+    else:
+        set_seed(HPARAMS["seed"])
+        mtl_model = MultiTaskModel.from_encoder(path, [specs[t] for t in TASK_ORDER])
+        note = ("No trained multi-task model was found (run quality.py first for that), so all models are MiniLM with "
+                "fresh heads (speed only, quality irrelevant); the HF pipelines' models get the same encoder and head "
+                "weights.")
+    mtl_model.eval()
+    ner_spec, topic_spec = specs["ner"], specs["topic"]
+    ner_model = AutoModelForTokenClassification.from_config(AutoConfig.from_pretrained(
+        path, num_labels=len(ner_spec.labels), id2label=ner_spec.id2label, label2id=ner_spec.label2id))
+    topic_model = AutoModelForSequenceClassification.from_config(AutoConfig.from_pretrained(
+        path, num_labels=len(topic_spec.labels), id2label=topic_spec.id2label, label2id=topic_spec.label2id))
+    encoder_state = mtl_model.encoder.state_dict()
+    missing, _ = ner_model.bert.load_state_dict(encoder_state, strict=False)  # no pooler in token classification
+    assert not missing, missing
+    topic_model.bert.load_state_dict(encoder_state)
+    ner_model.classifier.load_state_dict(mtl_model.heads["ner"].classifier.state_dict())
+    topic_model.classifier.load_state_dict(mtl_model.heads["topic"].classifier.state_dict())
+    ner_model.eval()
+    topic_model.eval()
+
+    rows = sample(raws["ner"]["test"], args.inference_texts, seed=HPARAMS["seed"])
+    texts = [" ".join(words) for words in rows["tokens"]]
+    bs = args.batch_size
+    mtl_pipe = MultiTaskPipeline(mtl_model, tokenizer, device="cpu", batch_size=bs)
+    ner_pipe = pipeline("token-classification", model=ner_model, tokenizer=tokenizer, aggregation_strategy="first",
+                        device="cpu")
+    topic_pipe = pipeline("text-classification", model=topic_model, tokenizer=tokenizer, device="cpu")
+
+    def run_mtl() -> dict[str, float]:
+        start = time.perf_counter()
+        results = mtl_pipe(texts, tasks=["ner", "topic"], batch_size=bs)
+        assert len(results) == len(texts)
+        return {"seconds": time.perf_counter() - start}
+
+    def run_pair() -> dict[str, float]:
+        start = time.perf_counter()
+        entities = ner_pipe(texts, batch_size=bs)
+        middle = time.perf_counter()
+        topics = topic_pipe(texts, batch_size=bs)
+        end = time.perf_counter()
+        assert len(entities) == len(topics) == len(texts)
+        return {"seconds": end - start, "ner_seconds": middle - start, "topic_seconds": end - middle}
+
+    contenders = {"mtl_pipeline": run_mtl, "two_pipelines": run_pair}
+    records: dict[str, list[dict[str, float]]] = {name: [] for name in contenders}
+    with torch.inference_mode():
+        for round_index in range(args.warmup_rounds + args.rounds):
+            warm = round_index < args.warmup_rounds
+            line = []
+            for name in rotate(list(contenders), round_index):
+                result = contenders[name]()
+                if not warm:
+                    records[name].append(result)
+                line.append(f"{name} {len(texts) / result['seconds']:.1f}")
+            log(f"inference round {round_index + 1}/{args.warmup_rounds + args.rounds}"
+                f"{' (warm-up)' if warm else ''}: " + ", ".join(line) + " sentences/s")
+
+    out: dict[str, Any] = {"texts": len(texts), "batch_size": bs, "model_note": note,
+                           "trained_weights": (trained / "config.json").is_file()}
+    for name in contenders:
+        out[name] = {"sentences_per_s": summarize([len(texts) / r["seconds"] for r in records[name]])}
+    for key in ("ner", "topic"):
+        out[f"{key}_pipeline"] = {
+            "sentences_per_s": summarize([len(texts) / r[f"{key}_seconds"] for r in records["two_pipelines"]])}
+    out["ratio_mtl_vs_two_pipelines"] = round(
+        out["mtl_pipeline"]["sentences_per_s"]["median"] / out["two_pipelines"]["sentences_per_s"]["median"], 2)
+    return out
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# 3. Data preparation
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+def bench_data_prep(specs, raws, tokenizer, args) -> dict[str, Any]:
+    raw = raws["ner"]["train"]
+    if args.data_prep_rows:
+        raw = raw.select(range(min(args.data_prep_rows, len(raw))))
+    spec = specs["ner"]
+    max_len = HPARAMS["max_seq_length"]
+    fn = run_ner_tokenize_and_align_labels(tokenizer, spec.label2id, max_len)
+
+    def run_mtl() -> float:
+        start = time.perf_counter()
+        out = preprocess_task(spec, datasets.DatasetDict(train=raw), tokenizer, max_seq_length=max_len,
+                              load_from_cache_file=False, num_proc=None)
+        assert len(out["train"]) == len(raw)
+        return time.perf_counter() - start
+
+    def run_ner() -> float:
+        start = time.perf_counter()
+        out = raw.map(fn, batched=True, num_proc=None, load_from_cache_file=False,
+                      desc="Running tokenizer on train dataset")
+        assert len(out) == len(raw)
+        return time.perf_counter() - start
+
+    contenders = {"mtl_hf": run_mtl, "run_ner": run_ner}
+    records: dict[str, list[float]] = {name: [] for name in contenders}
+    for round_index in range(1 + args.data_prep_repetitions):
+        for name in rotate(list(contenders), round_index):
+            seconds = contenders[name]()
+            if round_index:
+                records[name].append(seconds)
+        if round_index:
+            log(f"data prep repetition {round_index}: " + ", ".join(f"{n} {records[n][-1]:.2f} s" for n in records))
+    out: dict[str, Any] = {"sentences": len(raw), "repetitions": args.data_prep_repetitions}
+    for name in contenders:
+        out[name] = {"seconds": summarize(records[name])}
+    out["ratio_mtl_vs_run_ner_time"] = round(out["mtl_hf"]["seconds"]["median"] / out["run_ner"]["seconds"]["median"], 2)
+    return out
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Main
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--output_dir", type=Path, default=None,
+                        help="Where speed.json goes; a trained multi-task model found in <output_dir>/mtl_model (from "
+                             "quality.py) is used for the inference test (default bench/results).")
+    parser.add_argument("--batch_size", type=int, default=HPARAMS["per_device_train_batch_size"])
+    parser.add_argument("--train_rows_per_task", type=int, default=256,
+                        help="Rows per task in the training sample (one round = one epoch over both).")
+    parser.add_argument("--original_examples_per_round", type=int, default=64)
+    parser.add_argument("--rounds", type=int, default=5, help="Timed rounds per section.")
+    parser.add_argument("--warmup_rounds", type=int, default=1)
+    parser.add_argument("--inference_texts", type=int, default=500)
+    parser.add_argument("--data_prep_rows", type=int, default=None, help="Default: the whole CoNLL train split.")
+    parser.add_argument("--data_prep_repetitions", type=int, default=3)
+    parser.add_argument("--skip", nargs="*", default=[], choices=["training", "inference", "data_prep"])
+    parser.add_argument("--quick", action="store_true", help="Smoke run: tiny samples, 2 rounds.")
+    parser.add_argument("--no_docs", action="store_true", help="Do not rewrite docs/benchmarks.md.")
+    args = parser.parse_args()
+    if args.quick:
+        args.output_dir = args.output_dir or DEFAULT_OUTPUT_DIR / "quick"
+        args.train_rows_per_task = 64
+        args.original_examples_per_round = 8
+        args.rounds = 2
+        args.inference_texts = 64
+        args.data_prep_rows = 500
+        args.data_prep_repetitions = 1
+        args.no_docs = True
+    args.output_dir = args.output_dir or DEFAULT_OUTPUT_DIR
+    return args
+
+
+def main() -> None:
+    args = parse_args()
+    setup_torch(NUM_THREADS)
+    results: dict[str, Any] = {"machine": machine_info(), "quick": args.quick,
+                               "config": {"batch_size": args.batch_size, "train_rows_per_task": args.train_rows_per_task,
+                                          "original_examples_per_round": args.original_examples_per_round,
+                                          "rounds": args.rounds, "warmup_rounds": args.warmup_rounds,
+                                          "num_threads": NUM_THREADS, "max_seq_length": HPARAMS["max_seq_length"]}}
+    log(f"machine: {results['machine']['cpu']}, {results['machine']['cores']} cores; config: {results['config']}")
+    specs, raws = load_corpora()
+    tokenizer = load_tokenizer(model_path())
+    out_path = args.output_dir / SPEED_JSON
+    start = time.perf_counter()
+    if "training" not in args.skip:
+        results["training"] = bench_training(specs, raws, tokenizer, args)
+        log(f"training ratios: {results['training']['ratios']}")
+        write_json(out_path, results)
+    if "inference" not in args.skip:
+        results["inference"] = bench_inference(specs, raws, tokenizer, args)
+        log(f"inference ratio: {results['inference']['ratio_mtl_vs_two_pipelines']}")
+        write_json(out_path, results)
+    if "data_prep" not in args.skip:
+        results["data_prep"] = bench_data_prep(specs, raws, tokenizer, args)
+        log(f"data prep ratio (time): {results['data_prep']['ratio_mtl_vs_run_ner_time']}")
+    results["total_seconds"] = round(time.perf_counter() - start, 1)
+    write_json(out_path, results)
+    log(f"wrote {out_path} ({results['total_seconds'] / 60:.1f} min)")
+    if not args.no_docs:
+        if args.skip:
+            log("partial run (--skip): docs not updated")
+        else:
+            render_docs(args.output_dir)
+            log("updated docs/benchmarks.md and docs/benchmarks.png")
+
+
+if __name__ == "__main__":
+    main()
