@@ -521,7 +521,7 @@ def render_plot(quality: dict[str, Any] | None, speed: dict[str, Any] | None, pa
         if smp:
             bars += [(f"(c) original loop, sample of {smp['n_per_task']}/task", smp["original"], "#d62728")]
             if "original_aligned" in smp:
-                bars += [(f"(d) same loop, aligned tags, same sample", smp["original_aligned"], "#ff9896")]
+                bars += [("(d) same loop, aligned tags, same sample", smp["original_aligned"], "#ff9896")]
         width = 0.8 / len(bars)
         for j, (label, res, color) in enumerate(bars):
             values = [res["ner"]["f1"], res["topic_accuracy"]]

@@ -7,7 +7,7 @@ model where ``mtl_hf`` is not installed: it must import nothing but the standard
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from transformers import AutoConfig, PreTrainedConfig

@@ -12,19 +12,8 @@ from pathlib import Path
 
 import torch
 
-from mtl_hf import MultiTaskTrainer, MultiTaskTrainingArguments
-from tests.trainer_fixtures import make_model, make_tokenizer, tokenized
-
-
-class RecordingTrainer(MultiTaskTrainer):
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        self.seen_tasks: list[str] = []
-
-    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-        if model.training:
-            self.seen_tasks.append(inputs["task"])
-        return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+from mtl_hf import MultiTaskTrainingArguments
+from tests.trainer_fixtures import RecordingTrainer, make_model, make_tokenizer, tokenized
 
 
 def main(out_dir: Path) -> None:

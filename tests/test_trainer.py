@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from mtl_hf import MultiTaskTrainer, MultiTaskTrainingArguments
-from tests.trainer_fixtures import make_model, make_tokenizer, tokenized
+from tests.trainer_fixtures import RecordingTrainer, make_model, make_tokenizer, tokenized
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -39,19 +39,6 @@ def args(output_dir: Path, **overrides) -> MultiTaskTrainingArguments:
     )
     defaults.update(overrides)
     return MultiTaskTrainingArguments(str(output_dir), **defaults)
-
-
-class RecordingTrainer(MultiTaskTrainer):
-    """Remembers the task of every training batch."""
-
-    def __init__(self, *a, **kw):
-        super().__init__(*a, **kw)
-        self.seen_tasks: list[str] = []
-
-    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-        if model.training:
-            self.seen_tasks.append(inputs["task"])
-        return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
 
 
 def params(model: torch.nn.Module) -> dict[str, torch.Tensor]:

@@ -12,7 +12,7 @@ import datasets
 import torch
 import transformers
 
-from mtl_hf import MultiTaskConfig, MultiTaskModel, TaskSpec
+from mtl_hf import MultiTaskConfig, MultiTaskModel, MultiTaskTrainer, TaskSpec
 from mtl_hf.data import preprocess_task
 from tests.conftest import bert_vocab, tiny_encoder_config
 
@@ -87,3 +87,16 @@ def make_model(vocab_size: int, dropout: float = 0.0, seed: int = 0) -> MultiTas
     )
     tasks = [TaskSpec(**{**spec.to_config_dict(), "dropout": dropout}) for spec in (TOPIC, NER)]
     return MultiTaskModel(MultiTaskConfig(encoder=encoder, tasks=tasks))
+
+
+class RecordingTrainer(MultiTaskTrainer):
+    """Remembers the task of every training batch."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.seen_tasks: list[str] = []
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        if model.training:
+            self.seen_tasks.append(inputs["task"])
+        return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
