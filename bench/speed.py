@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -78,6 +79,26 @@ def log(message: str) -> None:
 def rotate(items: list, k: int) -> list:
     k %= len(items)
     return items[k:] + items[:k]
+
+
+def interleave(
+    contenders: dict[str, Callable[[], Any]],
+    warmup: int,
+    rounds: int,
+    report: Callable[[int, bool, dict[str, Any]], None],
+) -> dict[str, list[Any]]:
+    """Run every contender once per round, in an order rotated each round, so that load from anything else on the
+    machine hits all of them alike; keep the results of the timed (non-warm-up) rounds. `report(round_index, warm,
+    results)` gets each round's results in the order they ran."""
+    records: dict[str, list[Any]] = {name: [] for name in contenders}
+    for round_index in range(warmup + rounds):
+        warm = round_index < warmup
+        results = {name: contenders[name]() for name in rotate(list(contenders), round_index)}
+        if not warm:
+            for name, result in results.items():
+                records[name].append(result)
+        report(round_index, warm, results)
+    return records
 
 
 def trainer_kwargs(output_dir: str, batch_size: int, seed: int) -> dict[str, Any]:
@@ -236,17 +257,13 @@ def bench_training(specs, raws, tokenizer, args) -> dict[str, Any]:
         **{key: make_variant(key) for key in variants},
     }
     names = list(contenders)
-    records: dict[str, list[dict[str, float]]] = {name: [] for name in names}
-    for round_index in range(args.warmup_rounds + args.rounds):
-        warm = round_index < args.warmup_rounds
-        line = []
-        for name in rotate(names, round_index):
-            result = contenders[name]()
-            if not warm:
-                records[name].append(result)
-            line.append(f"{name} {result['examples'] / result['seconds']:.1f}")
+
+    def report(round_index: int, warm: bool, results: dict[str, Any]) -> None:
+        line = ", ".join(f"{name} {r['examples'] / r['seconds']:.1f}" for name, r in results.items())
         log(f"training round {round_index + 1}/{args.warmup_rounds + args.rounds}"
-            f"{' (warm-up)' if warm else ''}: " + ", ".join(line) + " examples/s")
+            f"{' (warm-up)' if warm else ''}: {line} examples/s")
+
+    records = interleave(contenders, args.warmup_rounds, args.rounds, report)
     tmp.cleanup()
 
     out: dict[str, Any] = {"contenders": {}, "steps_per_round": len(bare_batches)}
@@ -340,18 +357,14 @@ def bench_inference(specs, raws, tokenizer, args) -> dict[str, Any]:
         return {"seconds": end - start, "ner_seconds": middle - start, "topic_seconds": end - middle}
 
     contenders = {"mtl_pipeline": run_mtl, "two_pipelines": run_pair}
-    records: dict[str, list[dict[str, float]]] = {name: [] for name in contenders}
+
+    def report(round_index: int, warm: bool, results: dict[str, Any]) -> None:
+        line = ", ".join(f"{name} {len(texts) / r['seconds']:.1f}" for name, r in results.items())
+        log(f"inference round {round_index + 1}/{args.warmup_rounds + args.rounds}"
+            f"{' (warm-up)' if warm else ''}: {line} sentences/s")
+
     with torch.inference_mode():
-        for round_index in range(args.warmup_rounds + args.rounds):
-            warm = round_index < args.warmup_rounds
-            line = []
-            for name in rotate(list(contenders), round_index):
-                result = contenders[name]()
-                if not warm:
-                    records[name].append(result)
-                line.append(f"{name} {len(texts) / result['seconds']:.1f}")
-            log(f"inference round {round_index + 1}/{args.warmup_rounds + args.rounds}"
-                f"{' (warm-up)' if warm else ''}: " + ", ".join(line) + " sentences/s")
+        records = interleave(contenders, args.warmup_rounds, args.rounds, report)
 
     out: dict[str, Any] = {"texts": len(texts), "batch_size": bs, "model_note": note,
                            "trained_weights": (trained / "config.json").is_file()}
@@ -393,14 +406,12 @@ def bench_data_prep(specs, raws, tokenizer, args) -> dict[str, Any]:
         return time.perf_counter() - start
 
     contenders = {"mtl_hf": run_mtl, "run_ner": run_ner}
-    records: dict[str, list[float]] = {name: [] for name in contenders}
-    for round_index in range(1 + args.data_prep_repetitions):
-        for name in rotate(list(contenders), round_index):
-            seconds = contenders[name]()
-            if round_index:
-                records[name].append(seconds)
-        if round_index:
-            log(f"data prep repetition {round_index}: " + ", ".join(f"{n} {records[n][-1]:.2f} s" for n in records))
+
+    def report(round_index: int, warm: bool, results: dict[str, float]) -> None:
+        if not warm:
+            log(f"data prep repetition {round_index}: " + ", ".join(f"{n} {s:.2f} s" for n, s in results.items()))
+
+    records = interleave(contenders, 1, args.data_prep_repetitions, report)
     out: dict[str, Any] = {"sentences": len(raw), "repetitions": args.data_prep_repetitions}
     for name in contenders:
         out[name] = {"seconds": summarize(records[name])}
