@@ -38,17 +38,22 @@ def masked_mean(hidden: torch.Tensor, attention_mask: torch.Tensor | None) -> to
     return (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1e-9)
 
 
-def cross_entropy_loss(logits: torch.Tensor, labels: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
+def cross_entropy_loss(
+    logits: torch.Tensor, labels: torch.Tensor, reduction: str = "mean", label_smoothing: float = 0.0
+) -> torch.Tensor:
     """Cross-entropy of a head's logits against class ids, skipping -100 (NER positions that carry no word label).
 
     Works for both head shapes: ``(batch, C)`` with ``(batch,)`` labels and ``(batch, T, C)`` with ``(batch, T)``.
     A batch without any labelled position gives a zero loss (not NaN) that keeps the graph connected.
+    ``label_smoothing`` is Trainer's ``label_smoothing_factor`` (the same smoothing as its ``LabelSmoother``).
     """
     flat_logits = logits.reshape(-1, logits.shape[-1]).float()
     flat_labels = labels.reshape(-1).to(flat_logits.device)
     if not bool((flat_labels != -100).any()):
         return flat_logits.sum() * 0.0
-    return nn.functional.cross_entropy(flat_logits, flat_labels, ignore_index=-100, reduction=reduction)
+    return nn.functional.cross_entropy(
+        flat_logits, flat_labels, ignore_index=-100, reduction=reduction, label_smoothing=label_smoothing
+    )
 
 
 class ClassificationHead(nn.Module):
@@ -93,9 +98,11 @@ class MultiTaskModel(PreTrainedModel):
     accepts_loss_kwargs = False
     _supports_sdpa = True
 
-    def __init__(self, config: MultiTaskConfig) -> None:
+    def __init__(self, config: MultiTaskConfig, encoder: PreTrainedModel | None = None) -> None:
+        """``encoder``: an already loaded encoder to use as is (``from_encoder`` passes the pretrained one, so it is
+        loaded once, with its loading options); by default a fresh one is built from ``config.encoder``."""
         super().__init__(config)
-        self.encoder = AutoModel.from_config(config.encoder)
+        self.encoder = encoder if encoder is not None else AutoModel.from_config(config.encoder)
         self.heads = nn.ModuleDict({spec.name: self._build_head(spec) for spec in config.task_specs})
         self.post_init()
 
@@ -135,14 +142,17 @@ class MultiTaskModel(PreTrainedModel):
     ) -> "MultiTaskModel":
         """A model whose encoder holds the pretrained weights of ``encoder_name_or_path`` and whose heads are new.
 
-        ``kwargs`` go to ``AutoModel.from_pretrained`` (``revision``, ``dtype``, ``cache_dir``, ...). The encoder's
-        tensors are copied in after construction, so weight initialisation can never overwrite them.
+        ``kwargs`` go to ``AutoModel.from_pretrained`` (``revision``, ``dtype``, ``attn_implementation``,
+        ``cache_dir``, ...). The pretrained encoder is loaded once and becomes the model's encoder as it is, so every
+        loading option applies and no second copy is ever built; only the heads are initialised here.
         """
-        pretrained = AutoModel.from_pretrained(encoder_name_or_path, **kwargs)
-        config = MultiTaskConfig(encoder=pretrained.config, tasks=list(tasks))
-        model = cls(config)
-        model.encoder.load_state_dict(pretrained.state_dict())
-        model.to(dtype=pretrained.dtype)
+        encoder = AutoModel.from_pretrained(encoder_name_or_path, **kwargs)
+        # The composite config would reset its sub-config's attention implementation: pass on the loaded one.
+        config = MultiTaskConfig(
+            encoder=encoder.config, tasks=list(tasks), attn_implementation=encoder.config._attn_implementation
+        )
+        model = cls(config, encoder=encoder)
+        model.heads.to(dtype=encoder.dtype)
         return model
 
     def add_task(self, spec: TaskSpec) -> None:

@@ -56,6 +56,8 @@ class MultiTaskBatchSampler(BatchSampler):
         num_replicas: number of processes; batches come in groups of this many, one per rank.
         lengths: optional per-task example lengths; examples of similar length are then batched together inside each
             task (transformers' length grouping: random mega-batches of about 50 groups, sorted by length).
+        shuffle: draw each task's examples in a random order (default); ``False`` keeps every task's dataset order
+            (Trainer's ``train_sampling_strategy="sequential"``). How the tasks take turns still follows ``strategy``.
     """
 
     def __init__(
@@ -68,6 +70,7 @@ class MultiTaskBatchSampler(BatchSampler):
         drop_last: bool = False,
         num_replicas: int = 1,
         lengths: dict[str, Sequence[int]] | None = None,
+        shuffle: bool = True,
     ) -> None:
         # BatchSampler.__init__ wants a sampler over one dataset; this class draws its own indices, so it only
         # shares the interface (accelerate and the Trainer check isinstance and read batch_size / drop_last).
@@ -98,6 +101,9 @@ class MultiTaskBatchSampler(BatchSampler):
         self.temperature = temperature
         self.seed = seed
         self.lengths = None if lengths is None else [list(lengths[name]) for name in self.task_names]
+        if lengths is not None and not shuffle:
+            raise ValueError("length grouping (lengths) and shuffle=False exclude each other")
+        self.shuffle = shuffle
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
@@ -116,7 +122,9 @@ class MultiTaskBatchSampler(BatchSampler):
         return sum(self._num_groups(size) for size in self.task_sizes) * self.num_replicas
 
     def _order(self, task: int, generator: torch.Generator) -> list[int]:
-        """One pass over a task's examples: a random permutation, or a length-grouped one."""
+        """One pass over a task's examples: a random permutation, a length-grouped one, or the dataset order."""
+        if not self.shuffle:
+            return list(range(self.task_sizes[task]))
         if self.lengths is None:
             return torch.randperm(self.task_sizes[task], generator=generator).tolist()
         return get_length_grouped_indices(self.lengths[task], self.group_size, generator=generator)

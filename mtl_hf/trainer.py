@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import logging
 import math
-from pathlib import Path
+import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
@@ -19,17 +21,21 @@ import numpy as np
 import torch
 from torch import nn
 from torch.utils.data import ConcatDataset, DataLoader
+from tqdm.auto import tqdm
 from transformers import EvalPrediction, Trainer, TrainerCallback, TrainerControl, TrainerState, TrainingArguments
-from transformers.trainer_utils import seed_worker
+from transformers.trainer_utils import seed_worker, speed_metrics
 
 from .configuration_multitask import TaskSpec
-from .data import MultiTaskDataCollator
-from .metrics import ClassificationMetric, SeqevalMetric
-from .model_card import MAIN_METRIC, build_model_card, plot_training_curves
+from .data import NUM_WORDS_COLUMN, WORD_IDS_COLUMN, MultiTaskDataCollator
+from .metrics import ClassificationMetric, SeqevalMetric, main_metric
+from .model_card import build_model_card, plot_training_curves
 from .modeling_multitask import cross_entropy_loss
 from .sampler import MultiTaskBatchSampler, SamplingStrategy
 
 logger = logging.getLogger(__name__)
+
+# What `predict` gives a word that has no prediction (it yields no sub-token, or truncation cut it off).
+UNPREDICTED_TAG = "O"
 
 
 @dataclass
@@ -111,9 +117,13 @@ class _MultiTaskCallback(TrainerCallback):
         line = f"Epoch {self.epoch + 1}/{state.num_train_epochs} - " + ", ".join(
             f"{task} loss: {value:.4f}" for task, value in losses.items()
         )
+        if state.epoch is not None and state.epoch < self.epoch + 1 - 1e-6:
+            # Training stopped inside the epoch (max_steps): say how far it got instead of claiming a whole epoch.
+            line += f" (stopped at epoch {state.epoch:.2f}, step {state.global_step}: max_steps={state.max_steps})"
         if state.is_world_process_zero:
-            print(line, flush=True)
-        logger.info(line)
+            # tqdm.write prints above the progress bar instead of into its line (as Trainer's own log lines do).
+            tqdm.write(line)
+        logger.debug(line)
 
 
 def _argmax_logits(logits: torch.Tensor | tuple, labels: torch.Tensor) -> torch.Tensor:
@@ -149,16 +159,17 @@ class MultiTaskTrainer(Trainer):
         compute_metrics: Callable[[str, EvalPrediction], dict[str, float]] | None = None,
         **kwargs: Any,
     ) -> None:
-        if model is None:
-            raise ValueError("MultiTaskTrainer needs a model (a MultiTaskModel).")
-        self.task_specs: dict[str, TaskSpec] = {spec.name: spec for spec in model.config.task_specs}
-        for role, datasets_ in (("train_dataset", train_dataset), ("eval_dataset", eval_dataset)):
-            self._check_task_dict(role, datasets_)
+        if kwargs.get("compute_loss_func") is not None:
+            raise ValueError(
+                "MultiTaskTrainer does not take `compute_loss_func`: each batch's loss comes from its task's head and "
+                "is normalised over the accumulation window per task. Override `compute_loss` in a subclass instead."
+            )
         if data_collator is None:
             if processing_class is None:
                 raise ValueError("Pass `processing_class=tokenizer` (or a `data_collator`) so batches can be padded.")
             data_collator = MultiTaskDataCollator(processing_class)
         kwargs.setdefault("preprocess_logits_for_metrics", _argmax_logits)
+        # The model comes from `model` or from `model_init`, which Trainer calls; the task list is read from it after.
         super().__init__(
             model=model,
             args=args,
@@ -168,6 +179,11 @@ class MultiTaskTrainer(Trainer):
             processing_class=processing_class,
             **kwargs,
         )
+        self._refuse_unsupported_arguments()
+        config = self.model.config
+        self.task_specs: dict[str, TaskSpec] = {spec.name: spec for spec in config.task_specs}
+        self.train_dataset = self._task_datasets("train_dataset", train_dataset)
+        self.eval_dataset = self._task_datasets("eval_dataset", eval_dataset)
         self.user_compute_metrics = compute_metrics
         # Set after Trainer's init: a non-None compute_metrics makes evaluation keep predictions and labels.
         self.compute_metrics = self._compute_task_metrics
@@ -175,10 +191,43 @@ class MultiTaskTrainer(Trainer):
         for name, weight in (getattr(self.args, "task_weights", None) or {}).items():
             self._check_task_name("task_weights", name)
             self.task_weights[name] = weight
+        # The weights trained with are the model's: config.json and the model card must say what was used.
+        config.tasks = [{**task, "weight": self.task_weights[task["name"]]} for task in config.tasks]
+        self._check_every_task_gets_batches()
         self._current_task: str | None = None
         self._train_batch_sampler: MultiTaskBatchSampler | None = None
         self._loss_tracker = _TaskLossTracker(list(self.task_specs))
         self.add_callback(_MultiTaskCallback(self))
+
+    def _refuse_unsupported_arguments(self) -> None:
+        """Refuse, at construction, the `TrainingArguments` that cannot apply to task-routed training, instead of
+        silently ignoring them."""
+        args = self.args
+        if args.batch_eval_metrics:
+            raise ValueError(
+                "MultiTaskTrainer does not support `batch_eval_metrics=True`: its metrics (seqeval on whole sentences, "
+                "per-task scores, combined_score) are computed once over each task's complete evaluation set."
+            )
+        if args.train_sampling_strategy not in ("random", "sequential", "group_by_length"):
+            raise ValueError(
+                f"MultiTaskTrainer does not support train_sampling_strategy={args.train_sampling_strategy!r}: batches "
+                "are drawn per task by MultiTaskBatchSampler (use random, sequential or group_by_length, and "
+                "`sampling_strategy` for how tasks are mixed)."
+            )
+
+    def _check_every_task_gets_batches(self) -> None:
+        """With `dataloader_drop_last`, a task smaller than one step (batch size x processes) would never be trained."""
+        if not self.args.dataloader_drop_last or not self.train_dataset:
+            return
+        step = self._train_batch_size * self.args.world_size
+        small = {name: len(ds) for name, ds in self.train_dataset.items() if len(ds) < step}
+        if small:
+            sizes = ", ".join(f"{name!r} has {size}" for name, size in small.items())
+            raise ValueError(
+                f"dataloader_drop_last=True and a training step takes {step} examples per task (batch size "
+                f"{self._train_batch_size} x {self.args.world_size} process(es)), but task {sizes} training "
+                "example(s): it would get no batch at all. Lower the batch size or turn off dataloader_drop_last."
+            )
 
     # ---- inputs -------------------------------------------------------------------------------------------
 
@@ -196,50 +245,66 @@ class MultiTaskTrainer(Trainer):
             if "task" in dataset.column_names and len(dataset) and dataset[0]["task"] != name:
                 raise ValueError(f"{role}[{name!r}] holds rows of task {dataset[0]['task']!r}")
 
-    def _with_task_column(self, name: str, dataset: Any) -> Any:
+    @staticmethod
+    def _with_task_column(name: str, dataset: Any) -> Any:
         """The collator reads each row's task; add the column to datasets that were made without it."""
         if "task" in dataset.column_names:
             return dataset
         return dataset.add_column("task", [name] * len(dataset))
 
+    def _task_datasets(self, role: str, datasets_: Any) -> dict[str, Any] | None:
+        """Check a `{task_name: dataset}` dict and give every dataset its `task` column."""
+        self._check_task_dict(role, datasets_)
+        if datasets_ is None:
+            return None
+        return {name: self._with_task_column(name, ds) for name, ds in datasets_.items()}
+
     def get_train_dataloader(self) -> DataLoader:
         """Concatenate the task datasets and draw task-homogeneous batches from a `MultiTaskBatchSampler`."""
         if self.train_dataset is None:
             raise ValueError("MultiTaskTrainer: training requires a train_dataset.")
-        datasets_ = {
-            name: self._remove_unused_columns(self._with_task_column(name, ds), description="training")
-            for name, ds in self.train_dataset.items()
-        }
+        datasets_ = self.train_dataset
+        args = self.args
         lengths = None
-        if getattr(self.args, "train_sampling_strategy", None) == "group_by_length":
-            lengths = {name: [len(ids) for ids in ds["input_ids"]] for name, ds in datasets_.items()}
+        if args.train_sampling_strategy == "group_by_length":
+            lengths = {name: self._lengths(ds) for name, ds in datasets_.items()}
         sampler = MultiTaskBatchSampler(
             task_sizes={name: len(ds) for name, ds in datasets_.items()},
             batch_size=self._train_batch_size,
-            strategy=getattr(self.args, "sampling_strategy", SamplingStrategy.PROPORTIONAL),
-            temperature=getattr(self.args, "sampling_temperature", 1.0),
-            seed=self.args.data_seed if self.args.data_seed is not None else self.args.seed,
-            drop_last=self.args.dataloader_drop_last,
-            num_replicas=self.args.world_size,
+            strategy=getattr(args, "sampling_strategy", SamplingStrategy.PROPORTIONAL),
+            temperature=getattr(args, "sampling_temperature", 1.0),
+            seed=args.data_seed if args.data_seed is not None else args.seed,
+            drop_last=args.dataloader_drop_last,
+            num_replicas=args.world_size,
             lengths=lengths,
+            shuffle=args.train_sampling_strategy != "sequential",
         )
+        # The collator keeps only the model inputs, `labels` and `task` of each row, so no column needs removing.
         dataloader = DataLoader(
             ConcatDataset(list(datasets_.values())),
             batch_sampler=sampler,
             collate_fn=self.data_collator,
-            num_workers=self.args.dataloader_num_workers,
-            pin_memory=self.args.dataloader_pin_memory,
-            persistent_workers=self.args.dataloader_persistent_workers and self.args.dataloader_num_workers > 0,
-            prefetch_factor=self.args.dataloader_prefetch_factor,
-            worker_init_fn=partial(
-                seed_worker, num_workers=self.args.dataloader_num_workers, rank=self.args.process_index
-            ),
+            num_workers=args.dataloader_num_workers,
+            pin_memory=args.dataloader_pin_memory,
+            persistent_workers=args.dataloader_persistent_workers and args.dataloader_num_workers > 0,
+            prefetch_factor=args.dataloader_prefetch_factor,
+            multiprocessing_context=args.dataloader_multiprocessing_context if args.dataloader_num_workers else None,
+            in_order=args.dataloader_in_order,
+            worker_init_fn=partial(seed_worker, num_workers=args.dataloader_num_workers, rank=args.process_index),
         )
         # accelerate wraps the sampler in BatchSamplerShard, which hands batch i to rank i % world_size: the sampler
         # emits its batches in same-task groups of world_size, so all ranks train the same task at every step.
         dataloader = self.accelerator.prepare(dataloader)
         self._train_batch_sampler = sampler
         return dataloader
+
+    def _lengths(self, dataset: Any) -> list[int]:
+        """Example lengths for `group_by_length`: the `length_column_name` column if the dataset has it (as
+        Trainer reads it), else the number of input ids."""
+        column = self.args.length_column_name
+        if column in dataset.column_names:
+            return [int(length) for length in dataset[column]]
+        return [len(ids) for ids in dataset["input_ids"]]
 
     # ---- loss ---------------------------------------------------------------------------------------------
 
@@ -259,12 +324,17 @@ class MultiTaskTrainer(Trainer):
         for batch in batch_samples:
             items[names.index(batch["task"])] += (batch["labels"] != -100).sum().item()
             batches[batch["task"]] += 1
-        items = self._sum_over_processes(items)
+        num_processes = self.accelerator.num_processes
+        if self.args.average_tokens_across_devices:
+            items = self._sum_over_processes(items)
+        else:
+            # Each process normalises by its own item counts and DDP averages the processes' gradients.
+            num_processes = 1
         normalizer = TaskLossNormalizer(
             items=dict(zip(names, items.tolist())),
             batches=batches,
             num_batches=max(len(batch_samples), 1),
-            num_processes=self.accelerator.num_processes,
+            num_processes=num_processes,
         )
         return batch_samples, normalizer
 
@@ -281,14 +351,16 @@ class MultiTaskTrainer(Trainer):
         num_items_in_batch: TaskLossNormalizer | None = None,
     ) -> torch.Tensor | tuple[torch.Tensor, Any]:
         """Route the batch to its task's head. In training, the loss is the task-weighted sum of per-item losses
-        normalised over the accumulation window (`TaskLossNormalizer`); in evaluation it is the plain batch mean."""
+        normalised over the accumulation window (`TaskLossNormalizer`); in evaluation it is the plain mean over the
+        batch's labelled items. `label_smoothing_factor` applies to both, as in Trainer."""
         task = inputs["task"]
-        if not isinstance(num_items_in_batch, TaskLossNormalizer):
-            outputs = model(**inputs)
-            return (outputs.loss, outputs) if return_outputs else outputs.loss
-        labels = inputs["labels"]
+        labels = inputs.get("labels")
         outputs = model(**{k: v for k, v in inputs.items() if k != "labels"})
-        summed = cross_entropy_loss(outputs.logits, labels, reduction="sum")
+        smoothing = self.args.label_smoothing_factor
+        if not isinstance(num_items_in_batch, TaskLossNormalizer):
+            loss = None if labels is None else cross_entropy_loss(outputs.logits, labels, label_smoothing=smoothing)
+            return (loss, outputs) if return_outputs else loss
+        summed = cross_entropy_loss(outputs.logits, labels, reduction="sum", label_smoothing=smoothing)
         local_items = (labels != -100).sum().clamp(min=1)
         self._loss_tracker.add(task, summed / local_items)
         loss = summed * (self.task_weights[task] * num_items_in_batch.scale(task))
@@ -315,74 +387,130 @@ class MultiTaskTrainer(Trainer):
             keep = label_ids != -100
             references = [[id2label[int(i)] for i in row[mask]] for row, mask in zip(label_ids, keep)]
             predicted = [[id2label[int(i)] for i in row[mask]] for row, mask in zip(predictions, keep)]
-            metrics = SeqevalMetric().compute(predictions=predicted, references=references)
+            metrics = SeqevalMetric().compute(
+                predictions=predicted, references=references, scheme=spec.tag_scheme or "IOB2"
+            )
         if self.user_compute_metrics is not None:
             metrics.update(self.user_compute_metrics(task, eval_prediction))
         return metrics
 
-    def _task_datasets(self, role: str, datasets_: Any) -> dict[str, Any]:
-        self._check_task_dict(role, datasets_)
-        if not datasets_:
-            raise ValueError(f"MultiTaskTrainer: {role} needs a dict {{task_name: dataset}}.")
-        return {name: self._with_task_column(name, ds) for name, ds in datasets_.items()}
-
-    def _add_combined_score(self, metrics: dict[str, float], prefix: str) -> None:
-        """`<prefix>_combined_score`: mean of each task's main metric (accuracy, or entity F1 for NER)."""
+    def _add_combined_metrics(self, metrics: dict[str, float], prefix: str) -> None:
+        """`<prefix>_combined_score`: the mean of the tasks' main metrics (`mtl_hf.metrics.main_metric`); and
+        `<prefix>_loss`: the tasks' losses averaged with the task weights used in training (a plain mean when all
+        weights are equal), so that `load_best_model_at_end` and `ReduceLROnPlateau` work without
+        `metric_for_best_model`, on the objective that training minimises."""
         scores = [
             metrics[key]
             for name, spec in self.task_specs.items()
-            if (key := f"{prefix}_{name}_{MAIN_METRIC[spec.type]}") in metrics
+            if (key := f"{prefix}_{name}_{main_metric(spec)}") in metrics
         ]
         if scores:
             metrics[f"{prefix}_combined_score"] = float(np.mean(scores))
+        losses = {name: metrics[key] for name in self.task_specs if (key := f"{prefix}_{name}_loss") in metrics}
+        if losses:
+            total_weight = sum(self.task_weights[name] for name in losses)
+            metrics[f"{prefix}_loss"] = sum(self.task_weights[name] * loss for name, loss in losses.items()) / total_weight
+
+    @contextmanager
+    def _every_row(self) -> Iterator[None]:
+        """Evaluate and predict on every row: `dataloader_drop_last` is about training batches, and a dropped
+        evaluation row would shift every prediction after it."""
+        drop_last = self.args.dataloader_drop_last
+        self.args.dataloader_drop_last = False
+        try:
+            yield
+        finally:
+            self.args.dataloader_drop_last = drop_last
 
     def evaluate(
         self,
-        eval_dataset: dict[str, Any] | None = None,
+        eval_dataset: str | dict[str, Any] | None = None,
         ignore_keys: list[str] | None = None,
         metric_key_prefix: str = "eval",
     ) -> dict[str, float]:
-        """Evaluate every task; metrics are `<prefix>_<task>_<name>` plus `<prefix>_combined_score`, which works as
-        `metric_for_best_model="combined_score"`."""
-        datasets_ = self._task_datasets("eval_dataset", eval_dataset if eval_dataset is not None else self.eval_dataset)
+        """Evaluate every task (or the task named by `eval_dataset`, or the tasks of a `{task: dataset}` dict).
+
+        Metrics are `<prefix>_<task>_<name>`, plus `<prefix>_combined_score` (mean of the main metrics, usable as
+        `metric_for_best_model="combined_score"`) and `<prefix>_loss` (see `_add_combined_metrics`). All of them are
+        logged and passed to the callbacks' `on_evaluate` in ONE event, so early stopping, best-model tracking and
+        plateau scheduling see the combined numbers. The evaluation sets given at construction are read through
+        Trainer's `get_eval_dataloader(task_name)`, so each task's loader is cached under its own name with
+        `dataloader_persistent_workers`; ad-hoc datasets get a fresh loader every call.
+        """
+        if isinstance(eval_dataset, str):
+            self._check_task_name("evaluate", eval_dataset)
+            if not self.eval_dataset or eval_dataset not in self.eval_dataset:
+                raise ValueError(f"evaluate({eval_dataset!r}): no evaluation set for that task was given")
+            names, given = [eval_dataset], None
+        else:
+            given = self._task_datasets("eval_dataset", eval_dataset)
+            names = list(given or self.eval_dataset or {})
+        if not names:
+            raise ValueError("MultiTaskTrainer: evaluation needs a dict {task_name: dataset} of evaluation sets.")
+        start_time = time.time()
         metrics: dict[str, float] = {}
-        for name, dataset in datasets_.items():
-            self._current_task = name
-            metrics.update(super().evaluate(dataset, ignore_keys, f"{metric_key_prefix}_{name}"))
+        num_samples = num_steps = 0
+        with self._every_row():
+            for name in names:
+                self._current_task = name
+                dataloader = self.get_test_dataloader(given[name]) if given else self.get_eval_dataloader(name)
+                output = self.evaluation_loop(
+                    dataloader,
+                    description=f"Evaluation ({name})",
+                    ignore_keys=ignore_keys,
+                    metric_key_prefix=f"{metric_key_prefix}_{name}",
+                )
+                metrics.update(output.metrics)
+                num_samples += output.num_samples
+                num_steps += math.ceil(output.num_samples / (self.args.eval_batch_size * self.args.world_size))
         self._current_task = None
-        self._add_combined_score(metrics, metric_key_prefix)
-        if f"{metric_key_prefix}_combined_score" in metrics:
-            self.log({f"{metric_key_prefix}_combined_score": metrics[f"{metric_key_prefix}_combined_score"]})
+        self._add_combined_metrics(metrics, metric_key_prefix)
+        metrics.update(speed_metrics(metric_key_prefix, start_time, num_samples=num_samples, num_steps=num_steps))
+        self.log(metrics)
+        self.control = self.callback_handler.on_evaluate(self.args, self.state, self.control, metrics)
         return metrics
 
     def predict(
         self, test_dataset: dict[str, Any], ignore_keys: list[str] | None = None, metric_key_prefix: str = "test"
     ) -> MultiTaskPredictionOutput:
-        """Predict every task; classification gives a label per example, NER a tag per word of each sentence (words
-        cut off by `max_seq_length` have no prediction). Metrics are computed where the datasets have labels."""
+        """Predict every task, one prediction per input row: classification gives a label per example, NER one tag
+        per input word (a word without a prediction, because it yields no sub-token or truncation cut it off,
+        gets `O`). Metrics are computed where the datasets have labels."""
         datasets_ = self._task_datasets("test_dataset", test_dataset)
+        if not datasets_:
+            raise ValueError("MultiTaskTrainer: predict needs a dict {task_name: dataset}.")
         predictions: dict[str, list[Any]] = {}
         metrics: dict[str, float] = {}
-        for name, dataset in datasets_.items():
-            self._current_task = name
-            output = super().predict(dataset, ignore_keys, f"{metric_key_prefix}_{name}")
-            predictions[name] = self._to_label_space(self.task_specs[name], output.predictions, dataset)
-            metrics.update(output.metrics or {})
+        with self._every_row():
+            for name, dataset in datasets_.items():
+                self._current_task = name
+                output = super().predict(dataset, ignore_keys, f"{metric_key_prefix}_{name}")
+                predictions[name] = self._to_label_space(self.task_specs[name], output.predictions, dataset)
+                metrics.update(output.metrics or {})
         self._current_task = None
-        self._add_combined_score(metrics, metric_key_prefix)
+        self._add_combined_metrics(metrics, metric_key_prefix)
         return MultiTaskPredictionOutput(predictions=predictions, metrics=metrics)
 
     @staticmethod
     def _to_label_space(spec: TaskSpec, predicted_ids: np.ndarray, dataset: Any) -> list[Any]:
+        """Prediction ids -> labels, one per row (classification) or one per input word (NER)."""
         id2label = spec.id2label
+        if len(predicted_ids) != len(dataset):
+            raise RuntimeError(f"Task {spec.name!r}: {len(predicted_ids)} predictions for {len(dataset)} rows")
         if spec.type == "classification":
             return [id2label[int(i)] for i in predicted_ids]
+        word_ids_per_row = dataset[WORD_IDS_COLUMN]
+        if NUM_WORDS_COLUMN in dataset.column_names:
+            num_words = dataset[NUM_WORDS_COLUMN]
+        else:  # data made before the column existed: words after the last predicted one are unknown
+            num_words = [max(word_ids, default=-1) + 1 for word_ids in word_ids_per_row]
         tags_per_sentence = []
-        for row, word_ids in zip(predicted_ids, dataset["word_ids"]):
-            tags, previous = [], -1
+        for row, word_ids, count in zip(predicted_ids, word_ids_per_row, num_words):
+            tags = [UNPREDICTED_TAG] * count
+            previous = -1
             for position, word in enumerate(word_ids):
                 if word >= 0 and word != previous:  # the first sub-token of each word carries its tag
-                    tags.append(id2label[int(row[position])])
+                    tags[word] = id2label[int(row[position])]
                 previous = word
             tags_per_sentence.append(tags)
         return tags_per_sentence

@@ -28,6 +28,7 @@ class MultiTaskTrainingArguments(TrainingArguments):
             Loss weight per task, overriding the weights in the model config. From the command line as JSON
             (`'{"ner": 2.0}'`) or `ner=2.0,topic=1`.
 
+    `dataloader_pin_memory` is turned off on a machine without an accelerator (pinning only helps copies to one).
     `ddp_find_unused_parameters` defaults to `True`: in every step only one task's head gets gradients, which
     `DistributedDataParallel` must be told about. Launched as several processes on a machine without accelerators
     (`accelerate launch --multi_gpu` or `torchrun` on CPUs), `use_cpu` turns on so the processes form one gloo group.
@@ -62,6 +63,10 @@ class MultiTaskTrainingArguments(TrainingArguments):
             logger.info("Several processes and no accelerator: training on the CPU (use_cpu=True), gloo backend.")
             self.use_cpu = True
         super().__post_init__()
+        if self.dataloader_pin_memory and not torch.accelerator.is_available():
+            # Pinned memory only speeds up copies to an accelerator; without one, torch warns at every DataLoader
+            # (train and each evaluation), so a CPU run would print the same warning again and again.
+            self.dataloader_pin_memory = False
         self.sampling_strategy = SamplingStrategy(self.sampling_strategy)
         if self.sampling_temperature <= 0:
             raise ValueError(f"sampling_temperature must be > 0, got {self.sampling_temperature}")

