@@ -221,7 +221,8 @@ def test_task_weights_are_written_into_the_model_config(tokenizer, tmp_path: Pat
 
 
 def test_a_cpu_run_warns_nothing_about_pin_memory(tokenizer, tmp_path: Path) -> None:
-    trainer = trainer_for(tokenizer, tmp_path, max_steps=2, eval_strategy="steps", eval_steps=1)
+    # Without `use_cpu` (as run_mtl.py runs on a machine without an accelerator), pin_memory stays on by default.
+    trainer = trainer_for(tokenizer, tmp_path, max_steps=2, eval_strategy="steps", eval_steps=1, use_cpu=False)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         trainer.train()
