@@ -7,43 +7,56 @@
 * NER: a list of entity spans ``{"entity_group", "score", "word", "start", "end"}`` whose ``start``/``end`` are
   character offsets into the *original* text, so ``text[start:end] == word`` always holds.
 
-How text becomes model input (and why)
---------------------------------------
-NER heads are trained on pre-tokenized words (CoNLL style: punctuation separate from the words next to it), encoded
-with ``is_split_into_words=True`` and a tag on the *first* sub-token of each word. The pipeline follows the same
-convention so that inference sees what training saw:
+How text becomes model input
+----------------------------
+There is one encoding for training, evaluation and this pipeline, for both task types; it lives in
+:mod:`mtl_hf.tokenization`:
 
 1. The text is split into words with character offsets by :func:`split_words`: maximal runs of letters, digits and
    combining marks form a word; every other non-space character (punctuation, symbols) is a word of its own;
-   CJK ideographs are one-character words; whitespace (any amount, any kind) only separates. This is what BERT's
-   basic tokenizer does (so a WordPiece model sees the tokens a plain call would give; the one difference: non-ASCII
-   symbols such as ``€`` stand alone here), and unlike a byte-level BPE pre-tokenizer it never glues punctuation to
-   a word (``"London."`` -> ``London`` ``.``) or spaces into a token. ``"don't"`` gives ``don`` ``'`` ``t``.
-2. The words are encoded with ``is_split_into_words=True``. Byte-level BPE tokenizers (RoBERTa, GPT-2 style) need
-   ``add_prefix_space=True`` for that; a tokenizer without it is copied and its byte-level pre-tokenizer switched on
-   (the caller's object is left untouched).
-3. Each word's NER prediction is read at its first sub-token; words whose tag is ``B-X``/``I-X`` are grouped into
-   spans like the "simple"/"first" aggregation of ``transformers``' token-classification pipeline: ``B-X`` always
-   opens a span, ``I-X`` continues a span of type ``X`` and opens a new one after ``O`` or after another type
-   (``E-``/``S-`` of BIOES and bare ``X`` of IO schemes are understood too). A span covers its words and the
-   characters between them; its ``score`` is the mean over its words of the word's top softmax probability.
+   CJK ideographs are one-character words; whitespace (any amount, any kind) only separates. These are CoNLL-like
+   words, as NER training data is split (``"London."`` -> ``London`` ``.``; ``"don't"`` -> ``don`` ``'`` ``t``).
+2. The words are encoded with ``is_split_into_words=True`` by :func:`~mtl_hf.tokenization.encode_words`, with the
+   tokenizer set up by :func:`prepare_tokenizer`: byte-level BPE tokenizers (RoBERTa, GPT-2 style) get
+   ``add_prefix_space=True`` on a copy (the caller's object is left untouched).
 
-Classification reads the same encoding, so one encoder pass serves every task. For WordPiece models this is the
-encoding of the plain text. For byte-level BPE the words differ from a plain-text encoding only in a prefix space
-before punctuation that touches the previous word (``"London."``: ``ĠLondon Ġ.`` instead of ``ĠLondon .``), and
-before the first word when the tokenizer used for classification training had no ``add_prefix_space``
-(``mtl_hf.data.load_tokenizer`` sets it, so a model trained with it sees the same first word).
+Training encodes NER word lists the same way, and classification texts with
+:func:`~mtl_hf.tokenization.encode_texts` (step 1 then step 2), so a sentence that fits in one window reaches the
+model with exactly the ids it was trained and evaluated on, whatever the tokenizer.
+
+Reading predictions
+-------------------
+Each word's NER prediction is read at its *first* sub-token (where training puts the word's tag), and the words'
+tags are grouped into spans following the task's tag scheme (``tag_scheme`` in the task's config; a model saved
+without one uses IOB2). As in the "simple"/"first" aggregation of ``transformers``' token-classification pipeline,
+an ill-formed sequence still gives spans:
+
+* IOB2: ``B-X`` always opens a span; ``I-X`` continues a span of type ``X`` and opens one after ``O`` or after
+  another type.
+* IOBES (``B-``/``I-``/``E-``/``S-``) and BILOU (``B-``/``I-``/``L-``/``U-``): ``S-X``/``U-X`` is a span of one
+  word; ``B-X`` opens a span; ``I-X`` and ``E-X``/``L-X`` continue a span of type ``X`` (or open one, as ``I-X``
+  in IOB2), and ``E-X``/``L-X`` closes it.
+* IO (tags without prefixes such as ``PER`` or POS tags such as ``NN``): a maximal run of words with the same tag
+  other than ``O`` is one span, whose ``entity_group`` is the whole tag (``B-cell`` is the tag ``B-cell``).
+
+A model whose labels do not fit its scheme is refused when the pipeline is built. A span covers its words and the
+characters between them; its ``score`` is the mean over its words of the word's top softmax probability.
+
+One result per input: every text gets a classification label, even an empty or blank one (``""`` is encoded as
+the special tokens alone, as training encodes an empty evaluation text) and gets ``[]`` for NER. A word that yields
+no sub-token (a control or zero-width character such as ``"\\u200b"``) has no prediction: it is outside every span
+and does not split one (``"Peter\\u200b Smith"`` is one span when both names are tagged as one person).
 
 Long texts
 ----------
 A text whose sub-tokens do not fit in ``max_length`` (by default the smaller of the tokenizer's ``model_max_length``
 and what the encoder's position embeddings allow) is cut into overlapping windows of whole words. Consecutive
-windows share up to ``stride`` sub-tokens of whole words (default: a quarter of the window). Every word gets a
-prediction; a word seen by several windows takes the prediction of the window where it is farthest from a cut edge
-(most context on both sides). A classification over several windows is the *mean of the windows' probability
-vectors* (each window counts once) and reports ``"windows": n``. A single word longer than a whole window is
-truncated to its first sub-tokens (its prediction only needs the first one). Nothing is ever silently dropped by
-the encoder and no length raises.
+windows share up to ``stride`` sub-tokens of whole words (default: a quarter of the window). Every word that yields a
+sub-token gets a prediction; a word seen by several windows takes the prediction of the window where it is farthest
+from a cut edge (most context on both sides, counted in words; on a tie, the earlier window). A classification over
+several windows is the *mean of the windows' probability vectors* (each window counts once) and reports
+``"windows": n``. A single word longer than a whole window is truncated to its first sub-tokens (its prediction only
+needs the first one). Nothing is ever silently dropped by the encoder and no length raises.
 
 Batching
 --------
@@ -61,33 +74,58 @@ from typing import Any
 import torch
 from transformers import AutoTokenizer, PreTrainedTokenizerBase
 
-from .configuration_multitask import TaskSpec
+from .configuration_multitask import OUTSIDE_TAG, TAG_SCHEMES, TaskSpec
 from .modeling_multitask import MultiTaskModel
-from .tokenization import Word, max_input_length, prepare_tokenizer, split_words
+from .tokenization import Word, encode_words, max_input_length, prepare_tokenizer, split_words
 
 __all__ = ["MultiTaskPipeline", "group_entities", "plan_windows", "prepare_tokenizer", "split_words"]
 
-_SPAN_START = {"B", "S", "U"}
-_SPAN_END = {"E", "L", "S", "U"}
-_PREFIXES = {"B", "I", "E", "S", "L", "U"}
-
-
+# Per scheme: (prefixes that always open a span, prefixes that continue a span of the same type, prefixes after which
+# the span is closed). IO tags have no prefix: the whole tag is the type, and a tag continues a span of its own type.
+_SCHEME_PREFIXES: dict[str, tuple[frozenset[str], frozenset[str], frozenset[str]]] = {
+    "IOB2": (frozenset("B"), frozenset("I"), frozenset()),
+    "IOBES": (frozenset("BS"), frozenset("IE"), frozenset("ES")),
+    "BILOU": (frozenset("BU"), frozenset("IL"), frozenset("LU")),
+    "IO": (frozenset(), frozenset("I"), frozenset()),
+}
 
 
 # ---- words and spans ----------------------------------------------------------------------------------------------
 
 
-def _parse_tag(label: str) -> tuple[str | None, str | None]:
-    """``"B-PER"`` -> ``("B", "PER")``; ``"O"`` -> ``(None, None)``; bare ``"PER"`` (IO scheme) -> ``("I", "PER")``."""
-    if label is None or label in ("O", ""):
+def _check_scheme(scheme: str | None) -> str:
+    """The scheme to group by: ``None`` (models saved before schemes were recorded) means IOB2."""
+    scheme = scheme or "IOB2"
+    if scheme not in TAG_SCHEMES:
+        raise ValueError(f"Unknown tag scheme {scheme!r}; expected one of {', '.join(TAG_SCHEMES)}")
+    return scheme
+
+
+def _parse_tag(label: str, scheme: str) -> tuple[str | None, str | None]:
+    """``(prefix, type)`` of a tag under ``scheme``: ``"B-PER"`` -> ``("B", "PER")``, ``"O"`` -> ``(None, None)``;
+    under IO the whole tag is the type (``"NN"`` -> ``("I", "NN")``, and ``"B-cell"`` stays the type ``B-cell``).
+
+    Raises ``ValueError`` for a tag that the scheme does not allow (such as ``"S-PER"`` under IOB2).
+    """
+    if label == OUTSIDE_TAG:
         return None, None
-    if len(label) > 2 and label[1] in "-_" and label[0].upper() in _PREFIXES:
-        return label[0].upper(), label[2:]
-    return "I", label
+    if scheme == "IO":
+        return "I", label
+    opens, continues, _ = _SCHEME_PREFIXES[scheme]
+    prefix = label[:1]
+    if len(label) > 2 and label[1] == "-" and (prefix in opens or prefix in continues):
+        return prefix, label[2:]
+    allowed = "/".join(sorted(opens | continues))
+    raise ValueError(f"Tag {label!r} does not fit the {scheme} scheme (expected 'O' or {allowed}-TYPE)")
 
 
-def group_entities(text: str, words: list[Word], labels: list[str], scores: list[float]) -> list[dict[str, Any]]:
-    """Group word-level tags into entity spans over ``text`` (see the module docstring for the rules)."""
+def group_entities(
+    text: str, words: list[Word], labels: list[str], scores: list[float], scheme: str | None = "IOB2"
+) -> list[dict[str, Any]]:
+    """Group word-level tags into entity spans over ``text`` following the tag ``scheme`` (see the module docstring
+    for the rules; ``None`` means IOB2)."""
+    scheme = _check_scheme(scheme)
+    opens, _, closes = _SCHEME_PREFIXES[scheme]
     entities: list[dict[str, Any]] = []
     current: dict[str, Any] | None = None
 
@@ -107,17 +145,17 @@ def group_entities(text: str, words: list[Word], labels: list[str], scores: list
         current = None
 
     for (_, start, end), label, score in zip(words, labels, scores):
-        prefix, entity_type = _parse_tag(label)
+        prefix, entity_type = _parse_tag(label, scheme)
         if prefix is None:
             close()
             continue
-        if prefix in _SPAN_START or current is None or current["type"] != entity_type:
+        if prefix in opens or current is None or current["type"] != entity_type:
             close()
             current = {"type": entity_type, "start": start, "end": end, "scores": [score]}
         else:
             current["end"] = end
             current["scores"].append(score)
-        if prefix in _SPAN_END:
+        if prefix in closes:
             close()
     close()
     return entities
@@ -173,7 +211,7 @@ class MultiTaskPipeline:
 
     Args:
         model: the multi-task model (put in eval mode; moved to ``device`` when one is given).
-        tokenizer: a fast tokenizer of the model's encoder (byte-level BPE ones are used with a prefix space).
+        tokenizer: a fast tokenizer of the model's encoder, set up with :func:`prepare_tokenizer` as in training.
         device: where to run (``"cpu"``, ``"cuda:0"``, an int GPU index, a ``torch.device``); ``None`` keeps the
             model where it is.
         batch_size: windows per encoder pass (a short text is one window).
@@ -223,6 +261,17 @@ class MultiTaskPipeline:
             raise ValueError(f"stride must be a non-negative integer, got {stride!r}")
         self.stride = stride
         self._specs = {spec.name: spec for spec in model.config.task_specs}
+        for spec in self._specs.values():
+            if spec.type == "ner":
+                try:
+                    scheme = _check_scheme(spec.tag_scheme)
+                    for label in spec.labels:
+                        _parse_tag(label, scheme)
+                except ValueError as err:
+                    raise ValueError(
+                        f"Task {spec.name!r}: {err}. Set the task's 'tag_scheme' in config.json to the scheme of its "
+                        f"labels ({', '.join(TAG_SCHEMES)})"
+                    ) from err
 
     @classmethod
     def from_pretrained(
@@ -296,9 +345,9 @@ class MultiTaskPipeline:
         counts_per_text: list[list[int]] = [[] for _ in texts]
         with_words = [i for i, words in enumerate(all_words) if words]
         if with_words:
-            encoded = self.tokenizer(
+            encoded = encode_words(
+                self.tokenizer,
                 [[w for w, _, _ in all_words[i]] for i in with_words],
-                is_split_into_words=True,
                 add_special_tokens=False,
                 verbose=False,  # whole long texts are counted here; the windows below respect max_length
             )
@@ -336,9 +385,9 @@ class MultiTaskPipeline:
         with torch.no_grad():
             for first in range(0, len(windows), batch_size):
                 chunk = windows[first : first + batch_size]
-                encoded = self.tokenizer(
+                encoded = encode_words(
+                    self.tokenizer,
                     [[w for w, _, _ in document.words[start:end]] for document, (start, end) in chunk],
-                    is_split_into_words=True,
                     truncation=True,
                     max_length=self.max_length,
                     padding=True,
@@ -412,7 +461,7 @@ class MultiTaskPipeline:
                     else:
                         labels.append(id2label[prediction[1]])
                         scores.append(prediction[2])
-                result[spec.name] = group_entities(document.text, document.words, labels, scores)
+                result[spec.name] = group_entities(document.text, document.words, labels, scores, spec.tag_scheme)
             else:
                 n_windows = len(document.windows)
                 mean = document.class_probs[spec.name] / n_windows

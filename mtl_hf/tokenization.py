@@ -1,9 +1,19 @@
-"""How text becomes model input, shared by training, evaluation and `MultiTaskPipeline`.
+"""How text becomes model input: the one encoding shared by training, evaluation and `MultiTaskPipeline`.
 
 Training, evaluation and serving must encode a text the same way, or the pipeline feeds the model inputs it never
-saw. Everything that decides that encoding lives here: the word splitter (:func:`split_words`), the tokenizer set-up
-for pre-split words (:func:`prepare_tokenizer`) and the longest input the tokenizer and the encoder allow
-(:func:`max_input_length`).
+saw. There is exactly one encoding, for both task types, and everything that decides it lives here:
+
+1. :func:`split_words` splits a raw text into CoNLL-like words with character offsets (NER data comes already split
+   into words; classification texts and the pipeline's inputs are split by this function).
+2. :func:`prepare_tokenizer` sets the tokenizer up for pre-split words: a byte-level BPE tokenizer (RoBERTa, GPT-2
+   style) gets ``add_prefix_space=True`` on a copy, so every word, the first included, is encoded as if it followed
+   a space (``john`` -> ``Ġjohn``, never ``j ohn``).
+3. :func:`encode_words` encodes lists of words with the prepared tokenizer and ``is_split_into_words=True``;
+   :func:`encode_texts` is ``split_words`` followed by ``encode_words``. Classification preprocessing encodes its
+   texts with :func:`encode_texts`, NER preprocessing its word lists and the pipeline its windows of words with
+   :func:`encode_words`, so a sentence gets the same ids in training, evaluation and the pipeline.
+
+:func:`max_input_length` gives the longest input the tokenizer and the encoder's position embeddings allow.
 """
 
 from __future__ import annotations
@@ -11,12 +21,13 @@ from __future__ import annotations
 import copy
 import json
 import unicodedata
+from collections.abc import Sequence
 from typing import Any
 
 from tokenizers import Tokenizer
-from transformers import PreTrainedTokenizerBase
+from transformers import BatchEncoding, PreTrainedTokenizerBase
 
-__all__ = ["Word", "max_input_length", "prepare_tokenizer", "split_words"]
+__all__ = ["Word", "encode_texts", "encode_words", "max_input_length", "prepare_tokenizer", "split_words"]
 
 DEFAULT_MAX_LENGTH = 512
 
@@ -68,7 +79,6 @@ def split_words(text: str) -> list[Word]:
     return words
 
 
-
 def _set_byte_level_prefix_space(node: Any) -> bool:
     """Turn on ``add_prefix_space`` in every ByteLevel pre-tokenizer of a tokenizer.json node; True if any changed."""
     changed = False
@@ -85,21 +95,49 @@ def _set_byte_level_prefix_space(node: Any) -> bool:
 
 
 def prepare_tokenizer(tokenizer: PreTrainedTokenizerBase) -> PreTrainedTokenizerBase:
-    """A tokenizer that can encode pre-split words: byte-level BPE gets ``add_prefix_space=True`` (on a copy)."""
+    """A tokenizer that can encode pre-split words: byte-level BPE gets ``add_prefix_space=True`` (on a copy).
+
+    Any other tokenizer, or one already prepared, is returned as it is (the check reads only the pre-tokenizer, so
+    calling this again on a prepared tokenizer is cheap). Raises ``ValueError`` for a slow tokenizer: mapping
+    sub-tokens back to words needs a fast (tokenizers-backed) one.
+    """
     if not getattr(tokenizer, "is_fast", False) or getattr(tokenizer, "backend_tokenizer", None) is None:
         raise ValueError(
-            f"MultiTaskPipeline needs a fast (tokenizers-backed) tokenizer to map sub-tokens to words; "
+            f"mtl_hf needs a fast (tokenizers-backed) tokenizer to map sub-tokens to words; "
             f"got {type(tokenizer).__name__}"
         )
-    state = json.loads(tokenizer.backend_tokenizer.to_str())
-    pre_tokenizer = state.get("pre_tokenizer")
-    if not _set_byte_level_prefix_space(pre_tokenizer):
+    pre_tokenizer = tokenizer.backend_tokenizer.pre_tokenizer
+    if pre_tokenizer is None or not _set_byte_level_prefix_space(json.loads(pre_tokenizer.__getstate__())):
         return tokenizer
+    state = json.loads(tokenizer.backend_tokenizer.to_str())
+    _set_byte_level_prefix_space(state.get("pre_tokenizer"))
     fixed = copy.deepcopy(tokenizer)
     fixed.backend_tokenizer.pre_tokenizer = Tokenizer.from_str(json.dumps(state)).pre_tokenizer
     if hasattr(fixed, "add_prefix_space"):
         fixed.add_prefix_space = True
     return fixed
+
+
+def encode_words(
+    tokenizer: PreTrainedTokenizerBase, words: Sequence[Sequence[str]], **tokenizer_kwargs: Any
+) -> BatchEncoding:
+    """Encode a batch of word lists the one way mtl_hf encodes text: ``is_split_into_words=True`` with the prepared
+    tokenizer (:func:`prepare_tokenizer` is applied here; pass a prepared tokenizer to avoid a copy per call).
+
+    ``tokenizer_kwargs`` go to the tokenizer call (``truncation``, ``max_length``, ``padding``, ``return_tensors``,
+    ``add_special_tokens``, ...). An empty word list encodes as the special tokens alone; a word that yields no
+    sub-token (a control or zero-width character) is absent from ``word_ids``.
+    """
+    return prepare_tokenizer(tokenizer)([list(w) for w in words], is_split_into_words=True, **tokenizer_kwargs)
+
+
+def encode_texts(tokenizer: PreTrainedTokenizerBase, texts: Sequence[str], **tokenizer_kwargs: Any) -> BatchEncoding:
+    """Encode raw texts exactly as `MultiTaskPipeline` does: :func:`split_words`, then :func:`encode_words`.
+
+    This is how classification texts are encoded for training and evaluation, so the pipeline's input for a text
+    that fits in one window is the trainer's input for it. ``word_ids`` index the words of ``split_words(text)``.
+    """
+    return encode_words(tokenizer, [[word for word, _, _ in split_words(text)] for text in texts], **tokenizer_kwargs)
 
 
 def max_input_length(tokenizer: PreTrainedTokenizerBase, encoder_config: Any) -> int:
