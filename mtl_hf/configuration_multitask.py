@@ -11,12 +11,20 @@ from dataclasses import dataclass
 from typing import Any
 
 from transformers import AutoConfig, PreTrainedConfig
-from transformers.configuration_utils import SubConfigSpec
 
 TASK_TYPES = ("classification", "ner")
 POOLING_MODES = ("cls", "mean")
+# How the tags of a NER task mark entities. IOB2: B-X begins an entity, I-X continues it; IOBES (BIOES) adds E-X (end)
+# and S-X (single-word entity); BILOU names them L-X (last) and U-X (unit); IO: tags without prefixes (`PER`, or POS
+# tags such as `NN`), scored per word since they delimit no spans. IOB1 data is converted to IOB2 when it is loaded.
+TAG_SCHEMES = ("IOB2", "IOBES", "BILOU", "IO")
+OUTSIDE_TAG = "O"  # the tag of a word outside any entity
 # The fields of a task that shape the model; the rest of TaskSpec only says where the task's data lives.
-MODEL_FIELDS = ("name", "type", "labels", "weight", "dropout", "pooling")
+MODEL_FIELDS = ("name", "type", "labels", "weight", "dropout", "pooling", "tag_scheme")
+# Model fields that mean something for one task type only; the others are not written to config.json.
+TYPE_FIELDS = {"pooling": "classification", "tag_scheme": "ner"}
+# The encoder of a config built without one (as in EncoderDecoderConfig), e.g. by `AutoConfig.for_model`.
+DEFAULT_ENCODER_TYPE = "bert"
 DEFAULT_COLUMNS = {"classification": ("text", "label"), "ner": ("tokens", "ner_tags")}
 
 
@@ -34,7 +42,8 @@ class TaskSpec:
     labels: list[str] | None = None
     weight: float = 1.0
     dropout: float | None = None
-    pooling: str = "cls"
+    pooling: str | None = None
+    tag_scheme: str | None = None
     train_file: str | None = None
     validation_file: str | None = None
     test_file: str | None = None
@@ -44,6 +53,12 @@ class TaskSpec:
     label_column_name: str | None = None
 
     def __post_init__(self) -> None:
+        if self.type == "classification" and self.pooling is None:
+            self.pooling = "cls"
+        elif self.type == "ner" and self.pooling == "cls":
+            # `cls`, the former default for every task, is what earlier config.json files and task entries carry on
+            # NER tasks, where pooling means nothing.
+            self.pooling = None
         self.validate(require_labels=False)
         if self.labels is not None:
             self.labels = [str(label) for label in self.labels]
@@ -73,8 +88,17 @@ class TaskSpec:
             raise self._error("weight", f"must be a number > 0, got {self.weight!r}")
         if self.dropout is not None and not 0.0 <= float(self.dropout) < 1.0:
             raise self._error("dropout", f"must be in [0, 1), got {self.dropout!r}")
-        if self.pooling not in POOLING_MODES:
+        if self.type == "classification" and self.pooling not in POOLING_MODES:
             raise self._error("pooling", f"is {self.pooling!r}; expected one of {', '.join(POOLING_MODES)}")
+        if self.type == "classification" and self.tag_scheme is not None:
+            raise self._error("tag_scheme", f"is {self.tag_scheme!r}; it applies to ner tasks only")
+        if self.type == "ner" and self.pooling is not None:
+            raise self._error("pooling", f"is {self.pooling!r}; it applies to classification tasks only")
+        if self.type == "ner" and self.tag_scheme not in (None, *TAG_SCHEMES):
+            raise self._error(
+                "tag_scheme", f"is {self.tag_scheme!r}; expected one of {', '.join(TAG_SCHEMES)} (IOB1 data is "
+                "converted to IOB2 when it is loaded)"
+            )
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "TaskSpec":
@@ -91,8 +115,8 @@ class TaskSpec:
         return cls(**data)
 
     def to_config_dict(self) -> dict[str, Any]:
-        """The model-relevant fields, as stored in ``config.json``."""
-        return {key: getattr(self, key) for key in MODEL_FIELDS}
+        """The model-relevant fields, as stored in ``config.json`` (without those of the other task type)."""
+        return {key: getattr(self, key) for key in MODEL_FIELDS if TYPE_FIELDS.get(key, self.type) == self.type}
 
     @property
     def id2label(self) -> dict[int, str]:
@@ -107,6 +131,15 @@ class TaskSpec:
         return len(self.labels or [])
 
 
+def _spec_from_config(task: dict[str, Any]) -> TaskSpec:
+    """A task as stored in config.json. Configs saved before ``pooling`` was limited to classification carry it on
+    NER tasks too (``cls``, or whatever the task file said), where it never did anything: it is dropped there."""
+    task = dict(task)
+    if task.get("type") == "ner":
+        task.pop("pooling", None)
+    return TaskSpec.from_dict(task)
+
+
 class MultiTaskConfig(PreTrainedConfig):
     r"""Configuration of a [`MultiTaskModel`].
 
@@ -116,14 +149,21 @@ class MultiTaskConfig(PreTrainedConfig):
     """
 
     model_type = "mtl_hf_multitask"
-    sub_configs_defaults = {"encoder": SubConfigSpec(config_class=AutoConfig, model_type="bert")}
+    # Declares `encoder` a nested config, so that transformers serialises it as one (a diff against its own class's
+    # defaults) and passes `dtype` and the attention implementation on to it. The declared class is only the base
+    # class: `__post_init__` builds the encoder's actual config class (BertConfig, RobertaConfig, ...) itself, with
+    # the public `AutoConfig.for_model`, before transformers looks at the field.
+    sub_configs_defaults = {"encoder": PreTrainedConfig}
 
     encoder: PreTrainedConfig | dict | None = None
     tasks: list[dict] | None = None
 
     def __post_init__(self, **kwargs: Any) -> None:
+        if not isinstance(self.encoder, PreTrainedConfig):
+            encoder = dict(self.encoder or {})
+            self.encoder = AutoConfig.for_model(encoder.pop("model_type", DEFAULT_ENCODER_TYPE), **encoder)
         super().__post_init__(**kwargs)
-        specs = [t if isinstance(t, TaskSpec) else TaskSpec.from_dict(dict(t)) for t in (self.tasks or [])]
+        specs = [t if isinstance(t, TaskSpec) else _spec_from_config(t) for t in (self.tasks or [])]
         names = [spec.name for spec in specs]
         for spec in specs:
             spec.validate(require_labels=True)

@@ -12,14 +12,19 @@ from collections.abc import Sequence
 import datasets
 import evaluate
 from seqeval.metrics import accuracy_score, classification_report
-from seqeval.scheme import IOB2
+from seqeval.scheme import BILOU, IOB2, IOBES
 from sklearn.metrics import f1_score
+
+from .configuration_multitask import OUTSIDE_TAG, TAG_SCHEMES, TaskSpec
 
 _CLASSIFICATION_DESCRIPTION = "Accuracy and macro-averaged F1 of single-label classification."
 _SEQEVAL_DESCRIPTION = (
-    "Entity-level precision, recall and F1 (seqeval, strict IOB2: an entity is right only if its type and its exact "
-    "span are right) and word-level accuracy, over word-level tag sequences."
+    "Over word-level tag sequences: for tags that mark spans (IOB2, IOBES, BILOU), entity-level precision, recall "
+    "and F1 (seqeval in strict mode with the task's scheme: an entity is right only if its type and its exact span "
+    "are right) and word-level accuracy; for prefix-less tags (IO), word-level accuracy and per-tag F1."
 )
+# seqeval's scheme classes for the tag schemes that delimit entities; "IO" tags are scored per word instead.
+_SEQEVAL_SCHEMES = {"IOB2": IOB2, "IOBES": IOBES, "BILOU": BILOU}
 
 
 class ClassificationMetric(evaluate.Metric):
@@ -42,14 +47,20 @@ class ClassificationMetric(evaluate.Metric):
 
 
 class SeqevalMetric(evaluate.Metric):
-    """seqeval on words: `precision`, `recall`, `f1` (micro over entities), `token_accuracy` (per word) and
-    `<TYPE>_f1` for every entity type present in the references or predictions."""
+    """Word-level tag sequences scored according to the task's tag scheme (``compute(..., scheme=...)``).
+
+    ``scheme`` "IOB2" (the default; ``None``, as stored by models saved before schemes were recorded, means the same),
+    "IOBES" or "BILOU": seqeval in strict mode with that scheme gives ``precision``, ``recall``, ``f1`` (micro over
+    entities) and ``<TYPE>_f1`` for every entity type in the references or predictions, plus ``token_accuracy``.
+    "IO" (tags without prefixes, e.g. POS tags): ``token_accuracy``, and ``<TAG>_f1`` for every tag but "O" in the
+    references or predictions, whose unweighted mean is ``macro_f1``; there are no spans, so no entity scores.
+    """
 
     def _info(self) -> evaluate.MetricInfo:
         return evaluate.MetricInfo(
             description=_SEQEVAL_DESCRIPTION,
             citation="",
-            inputs_description="predictions and references: one list of IOB2 tags per sentence, one tag per word.",
+            inputs_description="predictions and references: one list of tags per sentence, one tag per word.",
             features=datasets.Features(
                 {
                     "predictions": datasets.Sequence(datasets.Value("string")),
@@ -58,9 +69,17 @@ class SeqevalMetric(evaluate.Metric):
             ),
         )
 
-    def _compute(self, predictions: list[list[str]], references: list[list[str]]) -> dict[str, float]:
+    def _compute(
+        self, predictions: list[list[str]], references: list[list[str]], scheme: str | None = "IOB2"
+    ) -> dict[str, float]:
+        scheme = scheme or "IOB2"
+        if scheme not in TAG_SCHEMES:
+            raise ValueError(f"SeqevalMetric: unknown tag scheme {scheme!r}; expected one of {', '.join(TAG_SCHEMES)}")
+        if scheme == "IO":
+            return _per_tag_scores(predictions, references)
         report = classification_report(
-            references, predictions, mode="strict", scheme=IOB2, output_dict=True, zero_division=0
+            references, predictions, mode="strict", scheme=_SEQEVAL_SCHEMES[scheme], output_dict=True,
+            zero_division=0,
         )
         micro = report.pop("micro avg")
         for key in ("macro avg", "weighted avg"):
@@ -74,3 +93,26 @@ class SeqevalMetric(evaluate.Metric):
         for entity_type, values in sorted(report.items()):
             scores[f"{entity_type}_f1"] = float(values["f1-score"])
         return scores
+
+
+def _per_tag_scores(predictions: list[list[str]], references: list[list[str]]) -> dict[str, float]:
+    """Word-level scores of prefix-less tags: accuracy over all words, F1 per tag (one-vs-rest over words) for every
+    tag but "O" seen in references or predictions, and their unweighted mean."""
+    predicted = [tag for sentence in predictions for tag in sentence]
+    gold = [tag for sentence in references for tag in sentence]
+    if len(predicted) != len(gold):
+        raise ValueError(f"SeqevalMetric: {len(predicted)} predicted tags for {len(gold)} reference tags")
+    tags = sorted((set(gold) | set(predicted)) - {OUTSIDE_TAG})
+    scores = {"token_accuracy": sum(p == g for p, g in zip(predicted, gold)) / len(gold) if gold else 0.0}
+    per_tag = f1_score(gold, predicted, labels=tags, average=None, zero_division=0) if tags else []
+    scores["macro_f1"] = float(sum(per_tag) / len(tags)) if tags else 0.0
+    scores.update({f"{tag}_f1": float(value) for tag, value in zip(tags, per_tag)})
+    return scores
+
+
+def main_metric(spec: TaskSpec) -> str:
+    """The metric that stands for a task in ``combined_score``, model selection and the model card: ``accuracy`` for
+    classification, entity ``f1`` for NER, ``token_accuracy`` for prefix-less tag sets (which delimit no entities)."""
+    if spec.type == "classification":
+        return "accuracy"
+    return "token_accuracy" if spec.tag_scheme == "IO" else "f1"

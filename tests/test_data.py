@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 import logging
 import os
+import socket
+import time
 from pathlib import Path
 
 import datasets
@@ -14,7 +16,7 @@ import torch
 from tokenizers import Tokenizer
 from transformers import AutoTokenizer, PreTrainedTokenizerFast
 
-from mtl_hf.configuration_multitask import TaskSpec
+from mtl_hf.configuration_multitask import MultiTaskConfig, TaskSpec
 from mtl_hf.data import (
     MultiTaskDataCollator,
     align_labels_with_tokens,
@@ -27,6 +29,8 @@ from mtl_hf.data import (
     read_conll,
     resolve_labels,
 )
+from mtl_hf.metrics import SeqevalMetric
+from tests.conftest import tiny_encoder_config
 
 NER_LABELS = ["O", "B-PER", "I-PER", "B-LOC", "I-LOC"]
 NER_IDS = {label: i for i, label in enumerate(NER_LABELS)}
@@ -65,6 +69,18 @@ def process(spec: TaskSpec, tokenizer, tmp_path: Path, **kwargs) -> datasets.Dat
 def old_padding_scheme(word_labels: list[int], num_tokens: int) -> list[int]:
     """The original design: word labels padded to the sub-token length."""
     return word_labels + [-100] * (num_tokens - len(word_labels))
+
+
+def word_tags(example: dict, labels: list[str]) -> list[str]:
+    """The word-level tags of a tokenized NER row: the labels of the words' first sub-tokens."""
+    return [labels[label] for label in example["labels"] if label != -100]
+
+
+def conll_task(tmp_path: Path, splits: dict[str, list[list[tuple[str, str]]]], **kwargs) -> TaskSpec:
+    files = {
+        f"{split}_file": str(write_conll(tmp_path / f"{split}.conll", sentences)) for split, sentences in splits.items()
+    }
+    return TaskSpec(name="ner", type="ner", **files, **kwargs)
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -241,6 +257,39 @@ def test_load_errors(tmp_path: Path) -> None:
         load_raw_datasets(TaskSpec(name="x", type="ner", train_file=str(tmp_path / "empty.conll")), cache_dir=cache)
 
 
+def test_dataset_name_that_cannot_be_loaded_is_a_one_line_error(tmp_path: Path) -> None:
+    # conftest sets HF_HUB_OFFLINE/HF_DATASETS_OFFLINE: datasets refuses at once with a ConnectionError.
+    spec = TaskSpec(name="ner", type="ner", dataset_name="no-such-user/no_such_dataset")
+    start = time.monotonic()
+    with pytest.raises(ValueError) as info:
+        load_raw_datasets(spec, cache_dir=str(tmp_path / "cache"))
+    message = str(info.value)
+    assert message.startswith("Task 'ner': cannot load dataset 'no-such-user/no_such_dataset': ConnectionError: ")
+    assert "\n" not in message and time.monotonic() - start < 30
+
+
+def test_dataset_name_without_network_fails_at_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Online mode with no network: refused before datasets' retries (about 40 s) even begin."""
+    monkeypatch.setattr(datasets.config, "HF_HUB_OFFLINE", False)
+    for name in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY"):
+        monkeypatch.delenv(name, raising=False)
+
+    def no_dns(*args, **kwargs):
+        raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+
+    def no_download(*args, **kwargs):
+        raise AssertionError("load_dataset must not be tried without a network")
+
+    monkeypatch.setattr(socket, "getaddrinfo", no_dns)
+    monkeypatch.setattr(datasets, "load_dataset", no_download)
+    spec = TaskSpec(name="ner", type="ner", dataset_name="conll2003")
+    with pytest.raises(ValueError) as info:
+        load_raw_datasets(spec, cache_dir=str(tmp_path / "cache"))
+    message = str(info.value)
+    assert message.startswith("Task 'ner': cannot load dataset 'conll2003': the Hugging Face Hub (")
+    assert "cannot be reached" in message and "HF_DATASETS_OFFLINE=1" in message
+
+
 # --------------------------------------------------------------------------------------------------------------------
 # Labels
 # --------------------------------------------------------------------------------------------------------------------
@@ -281,6 +330,132 @@ def test_classlabel_ints_are_mapped_by_name_when_labels_reorder_them(tmp_path: P
     assert out["train"]["labels"][:] == [0, 1]  # "pos" is id 0 in the task's own order
 
 
+# Raw CoNLL-2003 style IOB1: an entity starts with I-; B- only separates two adjacent entities of one type.
+IOB1_TRAIN = [
+    [("John", "I-PER"), ("Smith", "I-PER"), ("visited", "O"), ("Paris", "I-LOC")],
+    [("Acme", "I-ORG"), ("Google", "B-ORG"), ("won", "O")],
+]
+IOB1_VALIDATION = [[("Mary", "I-PER"), ("Rome", "I-LOC")]]
+
+
+def test_iob1_is_detected_and_converted_to_iob2_in_every_split(tmp_path: Path, bert_tokenizer, caplog) -> None:
+    spec = conll_task(tmp_path, {"train": IOB1_TRAIN, "validation": IOB1_VALIDATION})
+    raw = load_raw_datasets(spec, cache_dir=str(tmp_path / "cache"))
+    with caplog.at_level(logging.WARNING, logger="mtl_hf.data"):
+        resolved = resolve_labels(spec, raw)
+        out = preprocess_task(resolved, raw, bert_tokenizer, max_seq_length=32)
+    assert resolved.tag_scheme == "IOB2"
+    # The B- forms the conversion needs join the sorted labels (B-ORG was in the data already).
+    assert resolved.labels == ["B-LOC", "B-ORG", "B-PER", "I-LOC", "I-ORG", "I-PER", "O"]
+    assert word_tags(out["train"][0], resolved.labels) == ["B-PER", "I-PER", "O", "B-LOC"]
+    assert word_tags(out["train"][1], resolved.labels) == ["B-ORG", "B-ORG", "O"]
+    assert word_tags(out["validation"][0], resolved.labels) == ["B-PER", "B-LOC"]  # a new type starts an entity
+    assert "Task 'ner': the tags are IOB1" in caplog.text
+    assert "task 'ner', split 'train': converted IOB1 to IOB2: 3 of 7 tags changed from I- to B-" in caplog.text
+    assert "task 'ner', split 'validation': converted IOB1 to IOB2: 2 of 2 tags changed" in caplog.text
+
+
+def test_given_labels_keep_their_order_and_gain_the_b_labels_iob1_needs(tmp_path: Path, caplog) -> None:
+    spec = conll_task(tmp_path, {"train": IOB1_TRAIN}, labels=["O", "I-PER", "I-LOC", "I-ORG", "B-ORG"])
+    raw = load_raw_datasets(spec, cache_dir=str(tmp_path / "cache"))
+    with caplog.at_level(logging.WARNING, logger="mtl_hf.data"):
+        resolved = resolve_labels(spec, raw)
+    assert resolved.labels == ["O", "I-PER", "I-LOC", "I-ORG", "B-ORG", "B-LOC", "B-PER"]
+    assert "Task 'ner': added the labels B-LOC, B-PER after the given ones" in caplog.text
+
+
+def test_iob1_classlabel_ids_are_converted_by_name(tmp_path: Path, bert_tokenizer) -> None:
+    folder = tmp_path / "iob1_dataset"
+    folder.mkdir()
+    features = datasets.Features(
+        {
+            "tokens": datasets.List(datasets.Value("string")),
+            "ner_tags": datasets.List(datasets.ClassLabel(names=["O", "I-PER", "B-PER"])),
+        }
+    )
+    rows = {"tokens": [["john", "smith", "mary"], ["anna"]], "ner_tags": [[1, 1, 2], [1]]}
+    datasets.Dataset.from_dict(rows, features=features).to_parquet(str(folder / "train.parquet"))
+    spec = TaskSpec(name="ner", type="ner", dataset_name=str(folder))
+    raw = load_raw_datasets(spec, cache_dir=str(tmp_path / "cache"))
+    resolved = resolve_labels(spec, raw)
+    assert (resolved.tag_scheme, resolved.labels) == ("IOB2", ["O", "I-PER", "B-PER"])
+    out = preprocess_task(resolved, raw, bert_tokenizer, max_seq_length=16)["train"]
+    assert word_tags(out[0], resolved.labels) == ["B-PER", "I-PER", "B-PER"]
+    assert word_tags(out[1], resolved.labels) == ["B-PER"]
+
+
+def test_iob2_data_is_left_as_it_is(tmp_path: Path, bert_tokenizer, caplog) -> None:
+    sentences = [[("John", "B-PER"), ("Smith", "I-PER"), ("met", "O"), ("Mary", "B-PER")], [("Paris", "B-LOC")]]
+    spec = conll_task(tmp_path, {"train": sentences})
+    raw = load_raw_datasets(spec, cache_dir=str(tmp_path / "cache"))
+    with caplog.at_level(logging.WARNING, logger="mtl_hf.data"):
+        resolved = resolve_labels(spec, raw)
+        out = preprocess_task(resolved, raw, bert_tokenizer, max_seq_length=16)["train"]
+    assert (resolved.tag_scheme, resolved.labels) == ("IOB2", ["B-LOC", "B-PER", "I-PER", "O"])
+    assert word_tags(out[0], resolved.labels) == ["B-PER", "I-PER", "O", "B-PER"]
+    assert "IOB1" not in caplog.text
+
+
+def test_bioes_tags_are_detected_preprocessed_and_scored(tmp_path: Path, bert_tokenizer) -> None:
+    sentences = [
+        [("John", "B-PER"), ("Smith", "E-PER"), ("visited", "O"), ("Paris", "S-LOC")],
+        [("Johnson", "S-PER"), ("won", "O")],  # john ##son
+    ]
+    spec = conll_task(tmp_path, {"train": sentences, "validation": sentences})
+    raw = load_raw_datasets(spec, cache_dir=str(tmp_path / "cache"))
+    resolved = resolve_labels(spec, raw)
+    assert (resolved.tag_scheme, resolved.labels) == ("IOBES", ["B-PER", "E-PER", "O", "S-LOC", "S-PER"])
+    out = preprocess_task(resolved, raw, bert_tokenizer, max_seq_length=16, label_all_tokens=True)
+    S_PER = resolved.labels.index("S-PER")
+    assert out["train"][1]["labels"] == [-100, S_PER, S_PER, resolved.labels.index("O"), -100]  # as run_ner.py
+    references = [word_tags(example, resolved.labels) for example in out["validation"]]
+    assert references == [[tag for _, tag in sentence] for sentence in sentences]
+    predictions = [["B-PER", "E-PER", "O", "O"], ["B-PER", "O"]]  # LOC missed; PER of row 2 has no end: no entity
+    scores = SeqevalMetric().compute(predictions=predictions, references=references, scheme=resolved.tag_scheme)
+    # gold: PER, LOC, PER; predicted: PER (right) -> precision 1, recall 1/3
+    assert scores == pytest.approx(
+        {"precision": 1.0, "recall": 1 / 3, "f1": 0.5, "token_accuracy": 4 / 6, "LOC_f1": 0.0, "PER_f1": 2 / 3}
+    )
+
+
+def test_pos_tags_are_prefix_less_io_tags_scored_per_word(tmp_path: Path, bert_tokenizer) -> None:
+    sentences = [[("the", "DT"), ("team", "NN"), ("won", "VBD")], [("John", "NNP"), ("played", "VBD")]]
+    spec = conll_task(tmp_path, {"train": sentences, "validation": sentences})
+    raw = load_raw_datasets(spec, cache_dir=str(tmp_path / "cache"))
+    resolved = resolve_labels(spec, raw)
+    assert (resolved.tag_scheme, resolved.labels) == ("IO", ["DT", "NN", "NNP", "VBD"])
+    out = preprocess_task(resolved, raw, bert_tokenizer, max_seq_length=16)
+    references = [word_tags(example, resolved.labels) for example in out["validation"]]
+    assert references == [["DT", "NN", "VBD"], ["NNP", "VBD"]]
+    predictions = [["DT", "NN", "NN"], ["NNP", "VBD"]]
+    scores = SeqevalMetric().compute(predictions=predictions, references=references, scheme=resolved.tag_scheme)
+    # NN: precision 1/2, recall 1 -> 2/3; VBD: precision 1, recall 1/2 -> 2/3; DT and NNP: 1
+    assert scores == pytest.approx(
+        {"token_accuracy": 4 / 5, "macro_f1": (1 + 2 / 3 + 1 + 2 / 3) / 4, "DT_f1": 1.0, "NN_f1": 2 / 3,
+         "NNP_f1": 1.0, "VBD_f1": 2 / 3}
+    )
+
+
+@pytest.mark.parametrize(
+    ("tags", "message"),
+    [
+        (["B-PER", "PER"], "the tags mix scheme prefixes (e.g. 'B-PER') with tags without one (e.g. 'PER')"),
+        (["S-PER", "U-LOC"], "the tags mix IOBES prefixes (E-, S-) with BILOU prefixes (L-, U-)"),
+    ],
+)
+def test_mixed_tag_schemes_are_an_error_naming_the_task(tmp_path: Path, tags: list[str], message: str) -> None:
+    spec = conll_task(tmp_path, {"train": [[("john", tags[0]), ("lives", "O")], [("paris", tags[1])]]})
+    with pytest.raises(ValueError) as info:
+        resolve_labels(spec, load_raw_datasets(spec, cache_dir=str(tmp_path / "cache")))
+    assert str(info.value).startswith(f"Task 'ner': {message}")
+
+
+def test_a_given_tag_scheme_must_match_the_data(tmp_path: Path) -> None:
+    spec = conll_task(tmp_path, {"train": [[("john", "U-PER"), ("lives", "O")]]}, tag_scheme="IOBES")
+    with pytest.raises(ValueError, match="Task 'ner': field 'tag_scheme' is 'IOBES', but the tags are BILOU"):
+        resolve_labels(spec, load_raw_datasets(spec, cache_dir=str(tmp_path / "cache")))
+
+
 # --------------------------------------------------------------------------------------------------------------------
 # Alignment
 # --------------------------------------------------------------------------------------------------------------------
@@ -307,8 +482,12 @@ def test_alignment_first_subtoken_gets_the_tag(tmp_path: Path, bert_tokenizer) -
     ]
     assert second["labels"] == [-100, O, B_PER, -100, O, B_PER, -100]
     assert second["word_ids"] == [-1, 0, 1, 1, 3, 4, -1]
+    # Every input word is counted, the one without a sub-token too, so predictions line up with the input's words.
+    assert (first["num_words"], second["num_words"]) == (4, 5)
     assert first["task"] == "ner"
-    assert set(out.column_names) == {"input_ids", "token_type_ids", "attention_mask", "labels", "task", "word_ids"}
+    assert set(out.column_names) == {
+        "input_ids", "token_type_ids", "attention_mask", "labels", "task", "word_ids", "num_words"
+    }
 
     # The original padding scheme fails on exactly these sentences.
     for row, example in zip(rows, (first, second)):
@@ -324,6 +503,10 @@ def test_align_labels_with_tokens_unit() -> None:
     assert continuation == [0, 2, 2, 4, 4]
     assert align_labels_with_tokens(word_ids, word_labels, continuation) == [-100, 1, 2, 2, 0, 3, 4, -100]
     assert continuation_label_ids(["O", "B-MISC"]) == [0, 1]  # no I- form: the B- tag is kept
+    # IOBES and BILOU as run_ner.py treats them: only B- continues as I-; E-/S-/L-/U- keep their own id.
+    assert continuation_label_ids(["O", "B-PER", "I-PER", "E-PER", "S-PER"]) == [0, 2, 2, 3, 4]
+    assert continuation_label_ids(["O", "B-PER", "I-PER", "L-PER", "U-PER"]) == [0, 2, 2, 3, 4]
+    assert continuation_label_ids(["NN", "VB"]) == [0, 1]
 
 
 def test_label_all_tokens_only_on_train(tmp_path: Path, bert_tokenizer) -> None:
@@ -372,6 +555,34 @@ def test_bert_tokenizer_is_left_as_is(tokenizer_dir: Path) -> None:
     assert tokenizer.is_fast and "add_prefix_space" not in tokenizer.init_kwargs
 
 
+def prefixed_word_tokens(tokenizer, words: list[str]) -> list[str]:
+    """Each word encoded on its own after a space, as a byte-level BPE tokenizer sees a word in running text."""
+    return [token for word in words for token in tokenizer(" " + word, add_special_tokens=False).tokens()]
+
+
+def test_classification_is_encoded_as_the_pipeline_encodes_it(tmp_path: Path, roberta_tokenizer_dir: Path) -> None:
+    """Words as split_words splits them, is_split_into_words=True, and the tokenizer set up for it even when it was
+    loaded without add_prefix_space: "john" keeps its word-start marker, and "," is a word of its own, as in
+    MultiTaskPipeline (tokenizer(text) gave "john" and "," without it)."""
+    plain = AutoTokenizer.from_pretrained(roberta_tokenizer_dir)
+    assert plain("john lives").tokens()[1] == "john"  # as loaded: no marker on the first word
+    text = "john lives, today"
+    example = process(topic_spec(tmp_path, [{"text": text, "label": "sport"}]), plain, tmp_path)["train"][0]
+    expected = ["<s>", *prefixed_word_tokens(plain, ["john", "lives", ",", "today"]), "</s>"]
+    assert plain.convert_ids_to_tokens(example["input_ids"]) == expected
+
+
+def test_ner_with_an_unprepared_byte_level_tokenizer_is_encoded_as_prepared(
+    tmp_path: Path, roberta_tokenizer_dir: Path
+) -> None:
+    plain = AutoTokenizer.from_pretrained(roberta_tokenizer_dir)
+    rows = [{"tokens": ["john", "lives"], "ner_tags": ["B-PER", "O"]}]
+    example = process(ner_spec(tmp_path, rows), plain, tmp_path, max_seq_length=32)["train"][0]
+    assert plain.convert_ids_to_tokens(example["input_ids"]) == [
+        "<s>", *prefixed_word_tokens(plain, ["john", "lives"]), "</s>"
+    ]
+
+
 # --------------------------------------------------------------------------------------------------------------------
 # Truncation, skipped rows, caching
 # --------------------------------------------------------------------------------------------------------------------
@@ -391,6 +602,41 @@ def test_ner_truncation_is_counted_and_reported(tmp_path: Path, bert_tokenizer, 
     assert [len(ids) for ids in out["train"]["input_ids"]] == [5, 6, 6]
 
 
+def test_classification_truncation_is_counted_and_reported(tmp_path: Path, bert_tokenizer, caplog) -> None:
+    train = [{"text": "stocks rose", "label": "business"}, {"text": "the team won the cup today", "label": "sport"}]
+    dev = [{"text": "the coach said the team will win", "label": "sport"}]
+    spec = TaskSpec(
+        name="topic", type="classification", labels=["business", "sport"],
+        train_file=str(write_jsonl(tmp_path / "train.jsonl", train)),
+        validation_file=str(write_jsonl(tmp_path / "dev.jsonl", dev)),
+    )
+    with caplog.at_level(logging.WARNING, logger="mtl_hf.data"):
+        out = process(spec, bert_tokenizer, tmp_path, max_seq_length=6)
+    assert out.truncation_report == {"train": (1, 2), "validation": (1, 1)}
+    assert "task 'topic', split 'train': 1 of 2 texts truncated to max_seq_length=6" in caplog.text
+    assert [len(ids) for ids in out["train"]["input_ids"]] == [4, 6]
+    assert "_truncated" not in out["train"].column_names
+
+
+def test_max_seq_length_is_capped_by_the_encoder(tmp_path: Path, bert_tokenizer, caplog) -> None:
+    rows = [{"tokens": ["a"] * 100, "ner_tags": ["O"] * 100}]
+    encoder = tiny_encoder_config("bert", 100, max_position_embeddings=16)
+    with caplog.at_level(logging.WARNING, logger="mtl_hf.data"):
+        out = process(ner_spec(tmp_path, rows), bert_tokenizer, tmp_path, max_seq_length=128, encoder_config=encoder)
+    assert len(out["train"][0]["input_ids"]) == 16
+    assert "max_seq_length=128 is longer than" in caplog.text and "max_position_embeddings=16) allow" in caplog.text
+
+    # RoBERTa's positions start after the padding index: 12 positions hold 10 tokens. A saved model's config
+    # (MultiTaskConfig) is read through its encoder.
+    roberta = MultiTaskConfig(encoder=tiny_encoder_config("roberta", 100, max_position_embeddings=12), tasks=[])
+    topic = topic_spec(tmp_path, [{"text": "the coach said the team will win the cup today", "label": "sport"}])
+    _, processed = load_and_preprocess(
+        [topic], bert_tokenizer, max_seq_length=32, cache_dir=str(tmp_path / "cache"), encoder_config=roberta
+    )
+    assert len(processed["topic"]["train"][0]["input_ids"]) == 10
+    assert processed["topic"].truncation_report == {"train": (1, 1)}
+
+
 def test_max_seq_length_is_capped_by_the_tokenizer(tmp_path: Path, bert_tokenizer, caplog) -> None:
     rows = [{"tokens": ["a"] * 100, "ner_tags": ["O"] * 100}]
     with caplog.at_level(logging.WARNING, logger="mtl_hf.data"):
@@ -399,24 +645,44 @@ def test_max_seq_length_is_capped_by_the_tokenizer(tmp_path: Path, bert_tokenize
     assert "model_max_length=64" in caplog.text and "1 of 1 sentences truncated to max_seq_length=64" in caplog.text
 
 
-def test_empty_texts_are_skipped_and_counted_with_original_row_numbers(tmp_path: Path, bert_tokenizer, caplog) -> None:
-    rows = [
-        {"text": "", "label": "sport"},
-        {"text": "stocks rose", "label": "business"},
-        {"text": "   ", "label": "sport"},
-        {"text": "team won", "label": "sport"},
-    ]
+EMPTY_TEXT_ROWS = [
+    {"text": "", "label": "sport"},
+    {"text": "stocks rose", "label": "business"},
+    {"text": "   ", "label": "sport"},
+    {"text": "team won", "label": "sport"},
+]
+
+
+def test_empty_train_texts_are_skipped_and_counted_with_original_row_numbers(
+    tmp_path: Path, bert_tokenizer, caplog
+) -> None:
     with caplog.at_level(logging.WARNING, logger="mtl_hf.data"):
-        out = process(topic_spec(tmp_path, rows), bert_tokenizer, tmp_path, max_seq_length=16)
+        out = process(topic_spec(tmp_path, EMPTY_TEXT_ROWS), bert_tokenizer, tmp_path, max_seq_length=16)
     assert out["train"]["labels"][:] == [0, 1]
     assert out["train"]["task"][:] == ["topic", "topic"]
     assert out.skipped_report == {"train": (2, 4)}
     assert "task 'topic', split 'train': skipped 2 of 4 rows whose text (column 'text') is empty" in caplog.text
 
-    # Error rows are named by their index in the file, not in the filtered data.
-    bad = rows + [{"text": "a", "label": "weather"}]
-    with pytest.raises(ValueError, match="row 4, column 'label': unknown label 'weather'"):
+    # Error rows are named by their index (and line) in the file, not in the filtered data.
+    bad = EMPTY_TEXT_ROWS + [{"text": "a", "label": "weather"}]
+    with pytest.raises(ValueError, match=r"row 4 \(.*topic_train.jsonl, line 5\), column 'label': unknown label"):
         process(topic_spec(tmp_path, bad), bert_tokenizer, tmp_path, max_seq_length=16)
+
+
+@pytest.mark.parametrize("split", ["validation", "test"])
+def test_empty_eval_texts_are_kept_so_every_row_gets_a_prediction(tmp_path: Path, bert_tokenizer, split: str) -> None:
+    train = write_jsonl(tmp_path / "train.jsonl", [GOOD_TOPIC])
+    path = write_jsonl(tmp_path / f"{split}.jsonl", EMPTY_TEXT_ROWS)
+    spec = TaskSpec(
+        name="topic", type="classification", labels=["business", "sport"], train_file=str(train),
+        **{f"{split}_file": str(path)},
+    )
+    out = process(spec, bert_tokenizer, tmp_path, max_seq_length=16)
+    assert len(out[split]) == 4 and out[split]["labels"][:] == [1, 0, 1, 1]
+    assert [bert_tokenizer.convert_ids_to_tokens(ids) for ids in out[split]["input_ids"]] == [
+        ["[CLS]", "[SEP]"], ["[CLS]", "stocks", "rose", "[SEP]"], ["[CLS]", "[SEP]"], ["[CLS]", "team", "won", "[SEP]"]
+    ]
+    assert out.skipped_report == {"train": (0, 1), split: (0, 4)}
 
 
 def test_second_run_is_served_from_the_cache(tmp_path: Path, tokenizer_dir: Path) -> None:
@@ -500,7 +766,8 @@ def test_bad_ner_rows(tmp_path: Path, bert_tokenizer, bad_row: dict, message: st
     spec = ner_spec(tmp_path, [GOOD_NER, GOOD_NER, bad_row], split="validation")
     with pytest.raises(ValueError) as info:
         process(spec, bert_tokenizer, tmp_path, max_seq_length=16)
-    assert f"Task 'ner', split 'validation', row 2, {message}" in str(info.value)
+    path = tmp_path / "ner_validation.jsonl"
+    assert f"Task 'ner', split 'validation', row 2 ({path}, line 3), {message}" in str(info.value)
 
 
 @pytest.mark.parametrize(
@@ -520,7 +787,8 @@ def test_bad_classification_rows(tmp_path: Path, bert_tokenizer, bad_row: dict, 
     spec = topic_spec(tmp_path, [GOOD_TOPIC, bad_row, GOOD_TOPIC])
     with pytest.raises(ValueError) as info:
         process(spec, bert_tokenizer, tmp_path, max_seq_length=16)
-    assert f"Task 'topic', split 'train', row 1, {message}" in str(info.value)
+    path = tmp_path / "topic_train.jsonl"
+    assert f"Task 'topic', split 'train', row 1 ({path}, line 2), {message}" in str(info.value)
 
 
 def test_bad_csv_label(tmp_path: Path, bert_tokenizer) -> None:
@@ -528,22 +796,74 @@ def test_bad_csv_label(tmp_path: Path, bert_tokenizer) -> None:
     spec = TaskSpec(
         name="topic", type="classification", labels=["business", "sport"], train_file=str(tmp_path / "train.csv")
     )
-    with pytest.raises(ValueError, match="Task 'topic', split 'train', row 1, column 'label': missing label"):
+    with pytest.raises(ValueError) as info:
         process(spec, bert_tokenizer, tmp_path, max_seq_length=16)
+    path = tmp_path / "train.csv"
+    assert f"Task 'topic', split 'train', row 1 ({path}, line 3), column 'label': missing label" in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "line"),
+    [
+        # JSON lines: blank and blank-looking lines are skipped by the reader, so the row index alone is not the line.
+        (
+            "train.jsonl",
+            '{"text": "stocks rose", "label": "business"}\n\n\n{"text": "team won", "label": "sport"}\n'
+            '   \n{"text": "bad", "label": "weather"}\n',
+            6,
+        ),
+        # CSV: the header is line 1, a quoted field spans two lines and a blank line is skipped.
+        ("train.csv", 'text,label\n"stocks\nrose",business\n\nteam won,sport\nbad,weather\n', 6),
+        ("train.tsv", "text\tlabel\nstocks rose\tbusiness\n\nteam won\tsport\nbad\tweather\n", 5),
+    ],
+)
+def test_bad_rows_name_the_file_and_line(tmp_path: Path, bert_tokenizer, name: str, content: str, line: int) -> None:
+    (tmp_path / name).write_text(content)
+    spec = TaskSpec(name="topic", type="classification", labels=["business", "sport"], train_file=str(tmp_path / name))
+    with pytest.raises(ValueError) as info:
+        process(spec, bert_tokenizer, tmp_path, max_seq_length=16)
+    assert str(info.value).startswith(
+        f"Task 'topic', split 'train', row 2 ({tmp_path / name}, line {line}), column 'label': unknown label 'weather'"
+    )
+
+
+def test_bad_conll_rows_name_the_line_where_the_sentence_starts(tmp_path: Path, bert_tokenizer) -> None:
+    path = tmp_path / "dev.conll"
+    path.write_text("-DOCSTART- -X- O O\n\nJohn B-PER\nlives O\n\n\nMary B-PER\n\nParis B-LOC\nrocks B-ORG\n")
+    spec = TaskSpec(name="ner", type="ner", labels=["O", "B-PER", "I-PER", "B-LOC"], validation_file=str(path))
+    with pytest.raises(ValueError) as info:
+        process(spec, bert_tokenizer, tmp_path, max_seq_length=16)
+    assert str(info.value).startswith(
+        f"Task 'ner', split 'validation', row 2 ({path}, line 9), column 'ner_tags', word 1: unknown label 'B-ORG'"
+    )
+
+
+def test_rows_out_of_file_order_are_named_by_row_only(tmp_path: Path, bert_tokenizer) -> None:
+    """A split that is no longer the file's rows in order (select, shuffle, filter) gets no line: never a wrong one."""
+    spec = topic_spec(tmp_path, [GOOD_TOPIC, {"text": "a", "label": "weather"}])
+    raw = load_raw_datasets(spec, cache_dir=str(tmp_path / "cache"))
+    raw["train"] = raw["train"].select([1, 0])
+    with pytest.raises(ValueError) as info:
+        preprocess_task(spec, raw, bert_tokenizer, max_seq_length=16)
+    assert str(info.value).startswith("Task 'topic', split 'train', row 0, column 'label': unknown label 'weather'")
 
 
 @pytest.mark.parametrize(("column", "split"), [("text", "train"), ("label", "train"), ("label", "validation")])
 def test_missing_column(tmp_path: Path, bert_tokenizer, column: str, split: str) -> None:
     row = {key: value for key, value in GOOD_TOPIC.items() if key != column}
     spec = topic_spec(tmp_path, [row, row], split=split)
-    with pytest.raises(ValueError, match=f"Task 'topic', split '{split}': column '{column}' not found"):
+    with pytest.raises(ValueError) as info:
         process(spec, bert_tokenizer, tmp_path, max_seq_length=16)
+    path = tmp_path / f"topic_{split}.jsonl"
+    assert f"Task 'topic', split '{split}' ({path}): column '{column}' not found" in str(info.value)
 
 
 def test_missing_ner_column(tmp_path: Path, bert_tokenizer) -> None:
     spec = ner_spec(tmp_path, [{"words": ["John"], "ner_tags": ["B-PER"]}])
-    with pytest.raises(ValueError, match="Task 'ner', split 'train': column 'tokens' not found; columns: words"):
+    with pytest.raises(ValueError) as info:
         process(spec, bert_tokenizer, tmp_path, max_seq_length=16)
+    path = tmp_path / "ner_train.jsonl"
+    assert f"Task 'ner', split 'train' ({path}): column 'tokens' not found; columns: words" in str(info.value)
 
 
 def test_labels_must_be_resolved_first(tmp_path: Path, bert_tokenizer) -> None:
@@ -604,7 +924,8 @@ def test_collator_without_labels(tmp_path: Path, bert_tokenizer) -> None:
     [
         ("empty.jsonl", "", "is empty"),
         ("header.csv", "text,label\n", "could not read"),
-        ("broken.jsonl", '{"text": "a", "label": "b"}\n{"text": \n', "could not read"),
+        ("broken.jsonl", '{"text": "a", "label": "b"}\n\n{"text": \n', "broken.jsonl', line 3: not valid JSON"),
+        ("list.jsonl", '{"text": "a", "label": "b"}\n["a", "b"]\n', "list.jsonl', line 2: expected a JSON object"),
     ],
 )
 def test_unreadable_files(tmp_path: Path, name: str, content: str, message: str) -> None:

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import evaluate
 import pytest
 
-from mtl_hf.metrics import ClassificationMetric, SeqevalMetric
+from mtl_hf.configuration_multitask import TaskSpec
+from mtl_hf.data import load_raw_datasets, preprocess_task, resolve_labels
+from mtl_hf.metrics import ClassificationMetric, SeqevalMetric, main_metric
 
 
 def test_metrics_are_evaluate_metrics_usable_offline() -> None:
@@ -36,3 +40,82 @@ def test_seqeval_is_entity_level_strict_iob2_on_words() -> None:
     assert scores["token_accuracy"] == pytest.approx(6 / 8)
     assert scores["PER_f1"] == pytest.approx(2 / 3)  # p = 1/2, r = 1
     assert scores["LOC_f1"] == 0.0 and scores["ORG_f1"] == 0.0
+
+
+def test_seqeval_iobes_and_bilou_are_scored_with_their_own_scheme() -> None:
+    references = [["B-PER", "E-PER", "O", "S-LOC"], ["S-ORG", "O"]]
+    predictions = [["B-PER", "E-PER", "O", "B-LOC"], ["S-ORG", "O"]]  # B-LOC without E-LOC: no entity in IOBES
+    scores = SeqevalMetric().compute(predictions=predictions, references=references, scheme="IOBES")
+    # predicted entities: PER, ORG (both right); gold: PER, LOC, ORG
+    assert scores == pytest.approx(
+        {"precision": 1.0, "recall": 2 / 3, "f1": 0.8, "token_accuracy": 5 / 6, "LOC_f1": 0.0, "ORG_f1": 1.0,
+         "PER_f1": 1.0}
+    )
+    # The same sentences in BILOU spelling score the same.
+    bilou_references, bilou_predictions = (
+        [[tag.replace("E-", "L-").replace("S-", "U-") for tag in sentence] for sentence in sentences]
+        for sentences in (references, predictions)
+    )
+    assert SeqevalMetric().compute(
+        predictions=bilou_predictions, references=bilou_references, scheme="BILOU"
+    ) == pytest.approx(scores)
+
+
+def test_seqeval_io_tags_get_token_accuracy_and_per_tag_f1() -> None:
+    references = [["PER", "PER", "O", "LOC"], ["NN", "O"]]
+    predictions = [["PER", "O", "O", "PER"], ["NN", "NN"]]
+    scores = SeqevalMetric().compute(predictions=predictions, references=references, scheme="IO")
+    # PER: precision 1/2, recall 1/2; LOC: 0; NN: precision 1/2, recall 1 -> 2/3. "O" is not a tag of its own.
+    assert scores == pytest.approx(
+        {"token_accuracy": 3 / 6, "macro_f1": (0.5 + 0.0 + 2 / 3) / 3, "LOC_f1": 0.0, "NN_f1": 2 / 3, "PER_f1": 0.5}
+    )
+
+
+def test_seqeval_scheme_defaults_to_iob2_and_unknown_schemes_are_refused() -> None:
+    references, predictions = [["B-PER", "I-PER", "O"]], [["B-PER", "I-PER", "O"]]
+    expected = SeqevalMetric().compute(predictions=predictions, references=references, scheme="IOB2")
+    # None is what a model saved before schemes were recorded stores: it means IOB2.
+    assert SeqevalMetric().compute(predictions=predictions, references=references, scheme=None) == expected
+    assert SeqevalMetric().compute(predictions=predictions, references=references) == expected
+    with pytest.raises(ValueError, match="unknown tag scheme 'IOB1'"):
+        SeqevalMetric().compute(predictions=predictions, references=references, scheme="IOB1")
+
+
+def test_iob1_references_are_scored_right_after_conversion(tmp_path: Path, bert_tokenizer) -> None:
+    """Raw CoNLL-2003 files are IOB1. Read as strict IOB2, their I-started entities do not exist, so a prediction
+    that misses every PER and LOC scored F1 = 1.0; converted to IOB2 by the data pipeline, they count."""
+    sentence = [("John", "I-PER"), ("Smith", "I-PER"), ("visited", "O"), ("Paris", "I-LOC"), ("Acme", "I-ORG"),
+                ("Google", "B-ORG")]
+    path = tmp_path / "test.conll"
+    path.write_text("\n".join(f"{word} {tag}" for word, tag in sentence) + "\n")
+    spec = TaskSpec(name="ner", type="ner", test_file=str(path),
+                    labels=["O", "B-PER", "I-PER", "B-LOC", "I-LOC", "B-ORG", "I-ORG"])
+    raw = load_raw_datasets(spec, cache_dir=str(tmp_path / "cache"))
+    spec = resolve_labels(spec, raw)
+    example = preprocess_task(spec, raw, bert_tokenizer, max_seq_length=16)["test"][0]
+    references = [[spec.labels[label] for label in example["labels"] if label != -100]]
+    assert references == [["B-PER", "I-PER", "O", "B-LOC", "B-ORG", "B-ORG"]]
+    predictions = [["O", "O", "O", "O", "O", "B-ORG"]]  # only the last ORG found
+
+    naive = SeqevalMetric().compute(predictions=predictions, references=[[tag for _, tag in sentence]])
+    assert naive["f1"] == 1.0  # the defect: the raw IOB1 references hide PER, LOC and the first ORG
+    scores = SeqevalMetric().compute(predictions=predictions, references=references, scheme=spec.tag_scheme)
+    # gold: PER, LOC, ORG, ORG; predicted: the second ORG -> precision 1, recall 1/4; words 3 and 6 right
+    assert scores == pytest.approx(
+        {"precision": 1.0, "recall": 0.25, "f1": 0.4, "token_accuracy": 2 / 6, "LOC_f1": 0.0, "ORG_f1": 2 / 3,
+         "PER_f1": 0.0}
+    )
+
+
+@pytest.mark.parametrize(
+    ("spec", "metric"),
+    [
+        (TaskSpec(name="topic", type="classification", labels=["a", "b"]), "accuracy"),
+        (TaskSpec(name="ner", type="ner", labels=["O", "B-PER"], tag_scheme="IOB2"), "f1"),
+        (TaskSpec(name="ner", type="ner", labels=["O", "S-PER"], tag_scheme="IOBES"), "f1"),
+        (TaskSpec(name="ner", type="ner", labels=["O", "B-PER"]), "f1"),  # saved before schemes were recorded
+        (TaskSpec(name="pos", type="ner", labels=["NN", "VB"], tag_scheme="IO"), "token_accuracy"),
+    ],
+)
+def test_main_metric(spec: TaskSpec, metric: str) -> None:
+    assert main_metric(spec) == metric
