@@ -1,19 +1,22 @@
 """Toy tasks, tiny models and tokenized datasets shared by the trainer tests and the multi-process script.
 
-The data is learnable from single words: the topic follows a keyword, an entity tag follows the word itself.
+The data is learnable from single words: the topic follows a keyword, an entity tag follows the word itself. Every
+tokenized row carries its index in its task's dataset (`ROW_ID`), so tests can check which rows a step really trained.
 """
 
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import datasets
 import torch
 import transformers
 
 from mtl_hf import MultiTaskConfig, MultiTaskModel, MultiTaskTrainer, TaskSpec
-from mtl_hf.data import preprocess_task
+from mtl_hf.data import MultiTaskDataCollator, preprocess_task
 from tests.conftest import bert_vocab, tiny_encoder_config
 
 TOPIC_WORDS = {
@@ -25,6 +28,20 @@ FILLER = ["the", "a", "of", "and", "in", "on", "at", "was", "for", "with", "new"
 PERSONS = [["john"], ["mary"], ["peter", "smith"], ["anna"], ["johnson"]]
 PLACES = [["paris"], ["london"], ["berlin"], ["rome"], ["madrid"], ["londoner"]]
 VERBS = ["lives", "works", "visited", "met", "played", "signed"]
+
+# Each row's index in its task's tokenized dataset. The collator drops unknown columns; RecordingTrainer keeps it.
+ROW_ID = "row_id"
+
+# The two-process run (tests/multiprocess_train.py), which the test replays in one process: plain SGD at a constant
+# rate without clipping moves the weights by exactly lr x gradient, so a wrongly scaled or wrongly normalised loss on
+# either side shows in the weights (Adam's update would hide a constant scale, clipping would hide a large one).
+MULTIPROCESS_ARGS = dict(
+    per_device_train_batch_size=2, per_device_eval_batch_size=4, num_train_epochs=2, optim="sgd", learning_rate=0.1,
+    lr_scheduler_type="constant", max_grad_norm=0.0, logging_steps=2, save_strategy="no", report_to=[], seed=3,
+    disable_tqdm=True,
+)
+MULTIPROCESS_TRAIN_SIZE, MULTIPROCESS_TRAIN_SEED = 13, 0  # 13 per task: each epoch's last step wraps around
+MULTIPROCESS_DEV_SIZE, MULTIPROCESS_DEV_SEED = 11, 50  # odd-sized, so the ranks' eval shards are padded
 
 TOPIC = TaskSpec(name="topic", type="classification", labels=["business", "sport", "tech"])
 NER = TaskSpec(name="ner", type="ner", labels=["O", "B-PER", "I-PER", "B-LOC", "I-LOC"])
@@ -65,11 +82,12 @@ def ner_rows(n: int, seed: int) -> dict[str, list]:
 def tokenized(
     tokenizer: transformers.PreTrainedTokenizerBase, n: int, seed: int = 0, split: str = "train"
 ) -> dict[str, datasets.Dataset]:
-    """`{task: tokenized split}` with n examples per task."""
+    """`{task: tokenized split}` with n examples per task, each with its `ROW_ID`."""
     out = {}
     for spec, rows in ((TOPIC, topic_rows(n, seed)), (NER, ner_rows(n, seed + 1))):
         raw = datasets.DatasetDict({split: datasets.Dataset.from_dict(rows)})
-        out[spec.name] = preprocess_task(spec, raw, tokenizer, max_seq_length=32)[split]
+        dataset = preprocess_task(spec, raw, tokenizer, max_seq_length=32)[split]
+        out[spec.name] = dataset.add_column(ROW_ID, list(range(len(dataset))))
     return out
 
 
@@ -89,14 +107,51 @@ def make_model(vocab_size: int, dropout: float = 0.0, seed: int = 0) -> MultiTas
     return MultiTaskModel(MultiTaskConfig(encoder=encoder, tasks=tasks))
 
 
+class _KeepRowIds:
+    """Wraps a collator: the batch also carries the `ROW_ID`s of its rows, when the rows have them."""
+
+    def __init__(self, collator: Callable[[list[dict[str, Any]]], dict[str, Any]]) -> None:
+        self.collator = collator
+
+    def __call__(self, features: list[dict[str, Any]]) -> dict[str, Any]:
+        batch = self.collator(features)
+        if features and ROW_ID in features[0]:
+            batch[ROW_ID] = torch.tensor([feature[ROW_ID] for feature in features])
+        return batch
+
+
 class RecordingTrainer(MultiTaskTrainer):
-    """Remembers the task of every training batch."""
+    """Remembers what every training batch really was: `trained` holds `(task, row ids)` of each batch, as it reached
+    `training_step` (on this process), so tests check what was trained rather than what a sampler would yield."""
 
-    def __init__(self, *args, **kwargs):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs["data_collator"] = _KeepRowIds(
+            kwargs.get("data_collator") or MultiTaskDataCollator(kwargs["processing_class"])
+        )
         super().__init__(*args, **kwargs)
-        self.seen_tasks: list[str] = []
+        self.trained: list[tuple[str, list[int]]] = []
 
-    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-        if model.training:
-            self.seen_tasks.append(inputs["task"])
-        return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+    @property
+    def seen_tasks(self) -> list[str]:
+        return [task for task, _ in self.trained]
+
+    def _set_signature_columns_if_needed(self) -> None:
+        # Keep `ROW_ID` through Trainer's removal of the columns the model's forward does not take.
+        super()._set_signature_columns_if_needed()
+        if ROW_ID not in self._signature_columns:
+            self._signature_columns.append(ROW_ID)
+
+    def training_step(
+        self, model: torch.nn.Module, inputs: dict[str, Any], num_items_in_batch: Any = None
+    ) -> torch.Tensor:
+        inputs = dict(inputs)
+        row_ids = inputs.pop(ROW_ID)
+        self.trained.append((inputs["task"], row_ids.tolist()))
+        return super().training_step(model, inputs, num_items_in_batch)
+
+    def prediction_step(
+        self, model: torch.nn.Module, inputs: dict[str, Any], prediction_loss_only: bool,
+        ignore_keys: list[str] | None = None,
+    ) -> tuple[torch.Tensor | None, Any, Any]:
+        inputs = {key: value for key, value in inputs.items() if key != ROW_ID}
+        return super().prediction_step(model, inputs, prediction_loss_only, ignore_keys)
