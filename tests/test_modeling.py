@@ -278,16 +278,6 @@ def test_add_task_leaves_encoder_and_other_heads_untouched(tmp_path: Path) -> No
     assert torch.equal(reloaded(input_ids, attention_mask, task="pos").logits, model(input_ids, attention_mask, task="pos").logits)
 
 
-def test_gradient_checkpointing_reaches_the_encoder() -> None:
-    model = make_model()
-    model.gradient_checkpointing_enable()
-    assert model.encoder.is_activation_checkpointing
-    model.train()
-    out = model(*batch(), task="topic", labels=torch.tensor([0, 1, 2]))
-    out.loss.backward()
-    assert model.encoder.embeddings.word_embeddings.weight.grad is not None
-
-
 def test_resize_token_embeddings_reaches_the_encoder(tmp_path: Path) -> None:
     model = make_model()
     model.resize_token_embeddings(VOCAB + 8)
