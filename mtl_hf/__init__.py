@@ -7,7 +7,7 @@ from .modeling_multitask import MultiTaskModel, MultiTaskModelOutput
 from .sampler import MultiTaskBatchSampler, SamplingStrategy
 from .data import MultiTaskDataCollator, load_task_file, preprocess_task
 from .pipeline import MultiTaskPipeline
-from .trainer import MultiTaskPredictionOutput, MultiTaskTrainer
+from .trainer import MultiTaskPredictionOutput, MultiTaskTrainer, NonFiniteLossError
 from .training_args import MultiTaskTrainingArguments
 
 # `import mtl_hf` makes AutoConfig/AutoModel know the architecture; `register_for_auto_class` makes
@@ -29,6 +29,7 @@ __all__ = [
     "MultiTaskPredictionOutput",
     "MultiTaskTrainer",
     "MultiTaskTrainingArguments",
+    "NonFiniteLossError",
     "SamplingStrategy",
     "TaskSpec",
     "__version__",

@@ -57,6 +57,10 @@ class TaskLossNormalizer:
         return share * self.num_processes / max(self.items[task], 1.0)
 
 
+class NonFiniteLossError(RuntimeError):
+    """A task's training loss became NaN or infinite: training stops before the model is corrupted further."""
+
+
 @dataclass
 class MultiTaskPredictionOutput:
     """`predict` results: per task, predictions in label space (NER: one tag list per sentence, one tag per word)."""
@@ -361,6 +365,13 @@ class MultiTaskTrainer(Trainer):
             loss = None if labels is None else cross_entropy_loss(outputs.logits, labels, label_smoothing=smoothing)
             return (loss, outputs) if return_outputs else loss
         summed = cross_entropy_loss(outputs.logits, labels, reduction="sum", label_smoothing=smoothing)
+        if not torch.isfinite(summed):
+            # Trainer's nan/inf log filter would hide this and report a 0.0 loss; a NaN model must not be saved.
+            raise NonFiniteLossError(
+                f"task {task!r}: the training loss is {summed.item()} at step {self.state.global_step + 1} (epoch "
+                f"{self.state.epoch or 0:.2f}); lower the learning rate, check the task's data and weight, or use "
+                "--max_grad_norm"
+            )
         local_items = (labels != -100).sum().clamp(min=1)
         self._loss_tracker.add(task, summed / local_items)
         loss = summed * (self.task_weights[task] * num_items_in_batch.scale(task))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import os
 from dataclasses import dataclass, field
 
@@ -71,9 +72,16 @@ class MultiTaskTrainingArguments(TrainingArguments):
         if self.sampling_temperature <= 0:
             raise ValueError(f"sampling_temperature must be > 0, got {self.sampling_temperature}")
         if self.task_weights is not None:
-            self.task_weights = {str(k): float(v) for k, v in self.task_weights.items()}
-            bad = {k: v for k, v in self.task_weights.items() if v <= 0}
-            if bad:
-                raise ValueError(f"task_weights must be > 0; got {bad}")
+            if not isinstance(self.task_weights, dict):
+                raise ValueError(f"task_weights: expected a mapping of task names to weights, got {self.task_weights!r}")
+            weights = {}
+            for name, value in self.task_weights.items():
+                try:
+                    weights[str(name)] = float(value)
+                except (TypeError, ValueError):
+                    raise ValueError(f"task_weights: the weight of task {name!r} is not a number: {value!r}") from None
+                if not math.isfinite(weights[str(name)]) or weights[str(name)] <= 0:
+                    raise ValueError(f"task_weights: the weight of task {name!r} must be a finite number > 0, got {value!r}")
+            self.task_weights = weights
         if self.ddp_find_unused_parameters is None:
             self.ddp_find_unused_parameters = True

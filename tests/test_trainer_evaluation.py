@@ -263,3 +263,24 @@ def test_predict_keeps_every_classification_row(tokenizer, tmp_path: Path) -> No
                                per_device_eval_batch_size=2), processing_class=tokenizer)
     predictions = trainer.predict({"topic": test}).predictions["topic"]
     assert len(predictions) == 3 and set(predictions) <= {"business", "sport", "tech"}
+
+
+# ---- a loss that turns non-finite stops training ------------------------------------------------------------------
+
+
+def test_a_non_finite_loss_stops_training_naming_task_and_step(tokenizer, tmp_path: Path) -> None:
+    from mtl_hf import NonFiniteLossError
+
+    model = make_model(tokenizer.vocab_size)
+    with torch.no_grad():
+        model.heads["ner"].classifier.bias[1] = float("inf")
+    trainer = MultiTaskTrainer(model=model, args=args(tmp_path, max_steps=3, sampling_strategy="round_robin"),
+                               train_dataset=tokenized(tokenizer, 8), processing_class=tokenizer)
+    with pytest.raises(NonFiniteLossError, match=r"task 'ner': the training loss is nan at step 2 "):
+        trainer.train()
+
+
+@pytest.mark.parametrize("weight", [float("nan"), float("inf"), 0.0, -1.0, "heavy"])
+def test_task_weights_must_be_finite_and_positive(weight, tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match=r"task_weights: the weight of task 'ner' (must be a finite number > 0|is not a number)"):
+        args(tmp_path, task_weights={"ner": weight})
