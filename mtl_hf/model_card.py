@@ -1,8 +1,12 @@
 """Model card and training curves for a trained multi-task model.
 
-The card is what a Hub visitor reads first: base model, every task with its label set and scores, the
+The card is what a Hub visitor reads first: base model, every task with its label set, data and scores, the
 hyper-parameters, and how to load and run the model. It is built from the trainer's state, so it is the same whether
 written at the end of `run_mtl.py` or by `Trainer.push_to_hub`.
+
+Its code snippets run as pasted, without a prompt: the first needs transformers alone (`trust_remote_code=True` for
+the tokenizer too, because `AutoTokenizer` reads the model's config.json, whose `auto_map` points at the stored code),
+the second needs mtl_hf.
 """
 
 from __future__ import annotations
@@ -13,23 +17,61 @@ from pathlib import Path
 from typing import Any
 
 from .configuration_multitask import TaskSpec
+from .metrics import main_metric
 
-MAIN_METRIC = {"classification": "accuracy", "ner": "f1"}
 NOT_SCORES = ("_runtime", "_per_second", "_samples", "_preparation_time")
 HYPERPARAMETERS = (
     "learning_rate", "per_device_train_batch_size", "gradient_accumulation_steps", "num_train_epochs", "max_steps",
     "warmup_steps", "weight_decay", "lr_scheduler_type", "seed", "sampling_strategy", "sampling_temperature",
     "task_weights", "bf16", "fp16",
 )
+SPLIT_FILES = (("train_file", "train"), ("validation_file", "validation"), ("test_file", "test"))
+EXAMPLE_TEXT = "Maria Keller joined Northwind Systems in Lyon."
+
+
+def scoring(spec: TaskSpec) -> str:
+    """What a task's main metric measures, in words (the tag scheme decides for NER)."""
+    if spec.type == "classification":
+        return "the share of examples given the right label (macro-F1 is reported as well)"
+    scheme = spec.tag_scheme or "IOB2"  # models saved before tag schemes were recorded are IOB2
+    if scheme == "IO":
+        return ("the share of words given the right tag: the tags have no B-/I- prefixes, so there are no entity "
+                "spans to score (per-tag F1 is reported as well)")
+    return (f"entity-level F1 with seqeval on words, strict {scheme}: an entity counts only with its exact span and "
+            "type (per-type F1 is reported as well)")
+
+
+def is_hub_dataset(spec: TaskSpec) -> bool:
+    """`dataset_name` names a Hub dataset, not a local folder (which the task file resolved to an existing path)."""
+    return bool(spec.dataset_name) and not Path(spec.dataset_name).exists()
+
+
+def describe_data(spec: TaskSpec) -> str | None:
+    """One line of Markdown naming where a task's data came from (file names with their folder, not full local
+    paths, which mean nothing to a reader elsewhere); None for a spec that names no data."""
+    if spec.dataset_name:
+        name = spec.dataset_name
+        where = (f"the Hub dataset [{name}](https://huggingface.co/datasets/{name})" if is_hub_dataset(spec)
+                 else f"the dataset folder `{Path(name).name}`")
+        return where + (f" (configuration `{spec.dataset_config_name}`)" if spec.dataset_config_name else "")
+    files = [f"`{Path(path).parent.name}/{Path(path).name}` ({split})"
+             for attribute, split in SPLIT_FILES if (path := getattr(spec, attribute))]
+    return "files " + ", ".join(files) if files else None
 
 
 @dataclass
 class MultiTaskModelCardData:
-    """Everything the card says; `render()` turns it into a Hub README with YAML metadata."""
+    """Everything the card says; `render()` turns it into a Hub README with YAML metadata.
 
-    model_name: str
+    `title` heads the card; `model_id` is what its snippets load (the Hub id, or the local folder's absolute path, so
+    that they run as pasted on the machine that trained the model).
+    """
+
+    title: str
+    model_id: str
     base_model: str | None
     tasks: list[TaskSpec]
+    task_data: dict[str, TaskSpec] = field(default_factory=dict)
     metrics: dict[str, float] = field(default_factory=dict)
     hyperparameters: dict[str, Any] = field(default_factory=dict)
     world_size: int = 1
@@ -47,6 +89,9 @@ class MultiTaskModelCardData:
         lines += [f"- {tag}" for tag in pipeline_tags]
         if self.base_model_is_on_hub:
             lines += [f"base_model: {self.base_model}"]
+        hub_datasets = [spec.dataset_name for spec in self.task_data.values() if is_hub_dataset(spec)]
+        if hub_datasets:
+            lines += ["datasets:"] + [f"- {name}" for name in dict.fromkeys(hub_datasets)]
         lines += ["---"]
         return "\n".join(lines)
 
@@ -57,31 +102,90 @@ class MultiTaskModelCardData:
             rows.append(f"| {task.name} | {task.type} | {labels} | {task.weight:g} |")
         return "\n".join(rows)
 
+    def _data_section(self) -> str:
+        lines = []
+        for task in self.tasks:
+            data = describe_data(self.task_data[task.name]) if task.name in self.task_data else None
+            if data is None:
+                continue
+            count = self.metrics.get(f"train_{task.name}_samples")
+            examples = f"; {int(count)} training examples" if count is not None else ""
+            lines.append(f"- **{task.name}**: {data}{examples}")
+        return "\n## Training data\n\n" + "\n".join(lines) + "\n" if lines else ""
+
+    def _task_of(self, key: str, split: str) -> TaskSpec | None:
+        """The task a metric key belongs to; the longest name wins, so `ner_fine` is not read as `ner` + `fine_...`."""
+        matches = [task for task in self.tasks if key.startswith(f"{split}_{task.name}_")]
+        return max(matches, key=lambda task: len(task.name), default=None)
+
     def _metrics_table(self) -> str:
+        """Per task and split: the main metric first, then the others alphabetically; then the combined score."""
         rows = ["| task | split | metric | value |", "|---|---|---|---|"]
-        for key, value in sorted(self.metrics.items()):
-            for task in self.tasks:
-                for split in ("eval", "test"):
-                    prefix = f"{split}_{task.name}_"
-                    if key.startswith(prefix) and not key.endswith(NOT_SCORES):
-                        rows.append(f"| {task.name} | {split} | {key[len(prefix):]} | {value:.4f} |")
+        for task in self.tasks:
+            main = main_metric(task)
+            for split in ("eval", "test"):
+                prefix = f"{split}_{task.name}_"
+                names = [key[len(prefix):] for key in self.metrics
+                         if self._task_of(key, split) is task and not key.endswith(NOT_SCORES)]
+                for name in sorted(names, key=lambda name: (name != main, name)):
+                    rows.append(f"| {task.name} | {split} | {name} | {self.metrics[prefix + name]:.4f} |")
         for split in ("eval", "test"):
             if f"{split}_combined_score" in self.metrics:
                 rows.append(f"| all | {split} | combined_score | {self.metrics[f'{split}_combined_score']:.4f} |")
         return "\n".join(rows) if len(rows) > 2 else "No evaluation was run."
+
+    def _usage(self) -> str:
+        return f"""## Usage
+
+With transformers alone (the model's code is stored next to its weights, hence `trust_remote_code=True`, which the
+tokenizer needs as well because it reads the model's config); this works where mtl_hf is installed too:
+
+```python
+import torch
+from transformers import AutoModel, AutoTokenizer
+
+model_id = {json.dumps(self.model_id)}
+model = AutoModel.from_pretrained(model_id, trust_remote_code=True).eval()
+tokenizer = AutoTokenizer.from_pretrained(model_id, trust_remote_code=True)
+words = {json.dumps(EXAMPLE_TEXT.replace(".", " ."))}.split()  # one sentence, split into words as in training
+inputs = tokenizer([words], is_split_into_words=True, truncation=True, return_tensors="pt")
+with torch.no_grad():
+    logits = model.forward_tasks(**inputs)  # {{task: logits}}, every task from one encoder pass
+first_piece = {{}}  # word -> position of its first sub-token, which carries the word's tag
+for position, word in enumerate(inputs.word_ids(0)):
+    if word is not None:
+        first_piece.setdefault(word, position)
+for task in model.config.task_specs:
+    ids = logits[task.name][0].argmax(-1).tolist()
+    if task.type == "classification":
+        print(task.name, task.id2label[ids])
+    else:
+        print(task.name, [task.id2label[ids[first_piece[word]]] for word in range(len(words))])
+```
+
+With mtl_hf installed, `MultiTaskPipeline` splits raw text into words, runs every task and
+groups NER tags into entity spans with character offsets; `import mtl_hf` also lets `AutoModel` load the model
+without remote code:
+
+```python
+from mtl_hf import MultiTaskPipeline
+
+pipe = MultiTaskPipeline.from_pretrained({json.dumps(self.model_id)})
+print(pipe({json.dumps(EXAMPLE_TEXT)}))
+```
+"""
 
     def render(self) -> str:
         if self.base_model_is_on_hub:
             base = f"[{self.base_model}](https://huggingface.co/{self.base_model})"
         else:
             base = f"the local checkpoint `{Path(self.base_model).name}`" if self.base_model else "a transformer"
-        main_metrics = ", ".join(f"{t.name}: {MAIN_METRIC[t.type]}" for t in self.tasks)
+        main_metrics = "\n".join(f"- {t.name}: `{main_metric(t)}`, {scoring(t)}" for t in self.tasks)
         hyper = "\n".join(f"- {key}: {value}" for key, value in self.hyperparameters.items())
         curves = "\n![Training curves](training_curves.png)\n" if self.has_training_curves else ""
-        first = self.tasks[0].name
         return f"""{self._metadata()}
 
-# {self.model_name}
+# {self.title}
 
 A multi-task model trained with mtl_hf: one shared encoder, fine-tuned from {base}, with one head
 per task. A single encoder pass serves every task.
@@ -89,30 +193,18 @@ per task. A single encoder pass serves every task.
 ## Tasks
 
 {self._task_table()}
-
+{self._data_section()}
 ## Results
 
-Main metric per task ({main_metrics}; NER is scored with seqeval on words, strict IOB2, entity level).
+Main metric per task (the first row of each task and split below):
+
+{main_metrics}
+
 `combined_score` is the mean of the main metrics.
 
 {self._metrics_table()}
 {curves}
-## Usage
-
-```python
-import mtl_hf  # registers the architecture; without it use trust_remote_code=True
-from transformers import AutoModel, AutoTokenizer
-from mtl_hf import MultiTaskPipeline
-
-model = AutoModel.from_pretrained("{self.model_name}")          # or trust_remote_code=True without mtl_hf
-tokenizer = AutoTokenizer.from_pretrained("{self.model_name}")
-inputs = tokenizer(["An example sentence."], return_tensors="pt")
-logits = model(**inputs, task="{first}").logits
-
-pipe = MultiTaskPipeline.from_pretrained("{self.model_name}")
-print(pipe("An example sentence."))                              # every task from one encoder pass
-```
-
+{self._usage()}
 ## Training
 
 Trained with `MultiTaskTrainer` (a `transformers.Trainer`) on {self.world_size} process(es).
@@ -121,14 +213,25 @@ Trained with `MultiTaskTrainer` (a `transformers.Trainer`) on {self.world_size} 
 """
 
 
-def build_model_card(trainer: Any, model_name: str | None = None, base_model: str | None = None) -> MultiTaskModelCardData:
-    """Collect the card's data from a `MultiTaskTrainer`: the tasks from the model config, the latest metric of every
-    key from the log history and the `*_results.json` files in the output folder, the hyper-parameters from args."""
+def build_model_card(
+    trainer: Any,
+    model_name: str | None = None,
+    base_model: str | None = None,
+    task_data: list[TaskSpec] | None = None,
+) -> MultiTaskModelCardData:
+    """Collect the card's data from a `MultiTaskTrainer`: the tasks (labels, weights trained with) from the model
+    config, the latest metric of every key from the log history and the `*_results.json` files in the output folder,
+    the hyper-parameters from args. `task_data`: the task specs as read from the task file, whose data fields (files,
+    dataset name) the model config does not keep.
+
+    The title is `model_name`, else the Hub id, else the task names (an output folder's name such as `out` says
+    nothing); the snippets load the Hub id, else the output folder's absolute path.
+    """
     output_dir = Path(trainer.args.output_dir)
     metrics: dict[str, float] = {}
     for entry in trainer.state.log_history:
         metrics.update({k: v for k, v in entry.items() if k.startswith(("eval_", "test_")) and isinstance(v, float)})
-    for name in ("eval_results.json", "predict_results.json"):
+    for name in ("train_results.json", "eval_results.json", "predict_results.json"):
         if (output_dir / name).exists():
             metrics.update(json.loads((output_dir / name).read_text()))
     metrics = {k: v for k, v in metrics.items() if isinstance(v, (int, float))}
@@ -136,10 +239,14 @@ def build_model_card(trainer: Any, model_name: str | None = None, base_model: st
     args = trainer.args
     hyper = {key: getattr(args, key) for key in HYPERPARAMETERS if getattr(args, key, None) not in (None, False, -1)}
     hyper = {key: getattr(value, "value", value) for key, value in hyper.items()}  # enums by their value
+    tasks = model.config.task_specs
+    hub_id = getattr(trainer, "hub_model_id", None)
     return MultiTaskModelCardData(
-        model_name=model_name or output_dir.name,
+        title=model_name or hub_id or f"mtl_hf multi-task model: {', '.join(task.name for task in tasks)}",
+        model_id=hub_id or str(output_dir.resolve()),
         base_model=base_model or getattr(model.config.encoder, "_name_or_path", None) or None,
-        tasks=model.config.task_specs,
+        tasks=tasks,
+        task_data={spec.name: spec for spec in task_data or []},
         metrics=metrics,
         hyperparameters=hyper,
         world_size=args.world_size,
@@ -147,10 +254,10 @@ def build_model_card(trainer: Any, model_name: str | None = None, base_model: st
     )
 
 
-def plot_training_curves(log_history: list[dict[str, Any]], tasks: list[TaskSpec], path: str | Path) -> bool:
-    """Per-task training loss (left) and each task's main eval metric plus the combined score (right) over steps.
+def training_curves_figure(log_history: list[dict[str, Any]], tasks: list[TaskSpec]) -> Any:
+    """The figure of `plot_training_curves`, or None when the history holds neither per-task losses nor evaluations.
 
-    Returns False (and writes nothing) when the history holds neither per-task losses nor evaluations.
+    Every point is drawn with a marker, so a series of one point (one log in the whole run) is visible too.
     """
     import matplotlib
 
@@ -160,26 +267,39 @@ def plot_training_curves(log_history: list[dict[str, Any]], tasks: list[TaskSpec
     def series(key: str) -> list[tuple[int, float]]:
         return [(entry["step"], entry[key]) for entry in log_history if key in entry]
 
-    losses = {task.name: series(f"loss_{task.name}") for task in tasks}
-    eval_keys = [f"eval_{task.name}_{MAIN_METRIC[task.type]}" for task in tasks] + ["eval_combined_score"]
+    losses = {f"{task.name} loss": series(f"loss_{task.name}") for task in tasks}
+    eval_keys = [f"eval_{task.name}_{main_metric(task)}" for task in tasks] + ["eval_combined_score"]
     scores = {key.removeprefix("eval_"): series(key) for key in eval_keys}
     if not any(losses.values()) and not any(scores.values()):
-        return False
+        return None
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
-    for panel, curves, style, title, ylabel in (
-        (left, {f"{name} loss": points for name, points in losses.items()}, "-", "Training loss per task", "loss"),
-        (right, scores, "o-", "Evaluation (main metric per task)", "score"),
+    for panel, curves, title, ylabel, hint in (
+        (left, losses, "Training loss per task", "loss", "lower --logging_steps"),
+        (right, scores, "Evaluation (main metric per task)", "score", "evaluate more often: --eval_strategy"),
     ):
         for label, points in curves.items():
             if points:
-                panel.plot(*zip(*points), style, label=label)
+                panel.plot(*zip(*points), "o-", markersize=4, label=label)
+        most = max(len(points) for points in curves.values())
+        if most == 1:
+            title += f"\n(one point per series: {hint} for a curve)"
         panel.set(xlabel="step", ylabel=ylabel, title=title)
-        if any(curves.values()):
+        if most:
             panel.legend()
         else:
-            panel.text(0.5, 0.5, "nothing logged (see logging_steps / eval_strategy)", ha="center",
-                       transform=panel.transAxes)
+            panel.text(0.5, 0.5, f"nothing logged ({hint})", ha="center", transform=panel.transAxes)
     fig.tight_layout()
+    return fig
+
+
+def plot_training_curves(log_history: list[dict[str, Any]], tasks: list[TaskSpec], path: str | Path) -> bool:
+    """Per-task training loss (left) and each task's main eval metric plus the combined score (right) over steps,
+    saved to `path`. Returns False (and writes nothing) when the history holds neither losses nor evaluations."""
+    import matplotlib.pyplot as plt
+
+    fig = training_curves_figure(log_history, tasks)
+    if fig is None:
+        return False
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return True

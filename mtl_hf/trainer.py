@@ -528,11 +528,19 @@ class MultiTaskTrainer(Trainer):
 
     # ---- model card ---------------------------------------------------------------------------------------
 
-    def create_model_card(self, model_name: str | None = None, finetuned_from: str | None = None, **kwargs: Any) -> None:
+    def create_model_card(
+        self,
+        model_name: str | None = None,
+        finetuned_from: str | None = None,
+        task_data: list[TaskSpec] | None = None,
+        **kwargs: Any,
+    ) -> None:
         """Write the multi-task model card (`README.md`) and `training_curves.png` into `output_dir`.
 
-        Trainer calls this from `push_to_hub`, so both files are uploaded with the model. Trainer's single-task card
-        arguments (`tasks`, `dataset`, ...) do not apply and are ignored.
+        `task_data`: the task specs as read from the task file, so the card can name each task's data (the model
+        config keeps only what the model needs). Trainer calls this from `push_to_hub` with the keyword arguments
+        given there, so the card and the curves are uploaded with the model. Trainer's single-task card arguments
+        (`tasks`, `dataset`, ...) do not apply and are ignored.
         """
         if not self.is_world_process_zero():
             return
@@ -540,5 +548,5 @@ class MultiTaskTrainer(Trainer):
         output_dir.mkdir(parents=True, exist_ok=True)
         plot_training_curves(self.state.log_history, list(self.task_specs.values()), output_dir / "training_curves.png")
         card = build_model_card(self, model_name=getattr(self, "hub_model_id", None) or model_name,
-                                base_model=finetuned_from)
+                                base_model=finetuned_from, task_data=task_data)
         (output_dir / "README.md").write_text(card.render(), encoding="utf-8")

@@ -3,20 +3,38 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
+import re
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
+import datasets
 import pytest
 import transformers
 import yaml
 
+from mtl_hf import TaskSpec
 from tests.conftest import tiny_encoder_config
 from tests.trainer_fixtures import NER, TOPIC, ner_rows, topic_rows
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPT = REPO / "run_mtl.py"
+
+
+@pytest.fixture(autouse=True)
+def restore_library_logging() -> Iterator[None]:
+    """`run_mtl.main` sets the process's logging up as a script does (verbosity, format); the tests that call it
+    in-process put it back, so later tests see the defaults."""
+    levels = (transformers.utils.logging.get_verbosity(), datasets.utils.logging.get_verbosity(),
+              logging.getLogger("mtl_hf").level)
+    yield
+    transformers.utils.logging.set_verbosity(levels[0])
+    transformers.utils.logging.reset_format()
+    datasets.utils.logging.set_verbosity(levels[1])
+    logging.getLogger("mtl_hf").setLevel(levels[2])
 
 
 @pytest.fixture(scope="module")
@@ -64,16 +82,22 @@ def test_full_run_writes_model_metrics_predictions_card_and_curves(workspace: di
                   "--output_dir", str(out), "--do_train", "--do_eval", "--do_predict", "--num_train_epochs", "2",
                   "--per_device_train_batch_size", "4", "--learning_rate", "3e-3", "--eval_strategy", "epoch",
                   "--logging_steps", "2", "--max_seq_length", "32", "--max_predict_samples", "5",
-                  "--report_to", "none", "--use_cpu"], cwd=workspace["root"])
+                  "--task_weights", '{"topic": 0.5}', "--report_to", "none", "--use_cpu"], cwd=workspace["root"])
     assert result.returncode == 0, result.stderr[-4000:]
     assert "Epoch 2/2 - topic loss: " in result.stdout
+    # INFO on the main process by default, as run_ner.py: Trainer's own account of the run is visible.
+    output = result.stdout + result.stderr
+    for line in ("***** Running training *****", "Num examples = 48", "Total train batch size (w. parallel, "
+                 "distributed & accumulation) = 4", "***** Running Evaluation"):
+        assert line in output, line
 
     config = json.loads((out / "config.json").read_text())
     assert [(t["name"], t["labels"]) for t in config["tasks"]] == [
         ("topic", ["business", "sport", "tech"]),  # sorted set of the train labels
         ("ner", NER.labels),
     ]
-    assert config["tasks"][1]["weight"] == 2.0
+    # The weights trained with: --task_weights for topic, the task file's for ner.
+    assert [t["weight"] for t in config["tasks"]] == [0.5, 2.0]
     for name in ("model.safetensors", "tokenizer.json", "tokenizer_config.json", "modeling_multitask.py",
                  "configuration_multitask.py", "train_results.json", "eval_results.json", "predict_results.json",
                  "trainer_state.json"):
@@ -97,9 +121,15 @@ def test_full_run_writes_model_metrics_predictions_card_and_curves(workspace: di
 
     card = (out / "README.md").read_text()
     assert "library_name: transformers" in card and "- mtl_hf" in card
-    assert "| topic | classification | `business`, `sport`, `tech` | 1 |" in card
+    assert "\n# mtl_hf multi-task model: topic, ner\n" in card
+    assert "| topic | classification | `business`, `sport`, `tech` | 0.5 |" in card
     assert "| ner | ner | `O`, `B-PER`, `I-PER`, `B-LOC`, `I-LOC` | 2 |" in card
-    assert f"| ner | test | f1 | {all_results['test_ner_f1']:.4f} |" in card
+    assert "- **topic**: files `data/topic_train.jsonl` (train), `data/topic_dev.jsonl` (validation), " \
+           "`data/topic_test.jsonl` (test); 24 training examples" in card
+    assert "- **ner**: files `data/ner_train.conll` (train)" in card
+    ner_test_rows = [line for line in card.splitlines() if line.startswith("| ner | test | ")]
+    assert ner_test_rows[0] == f"| ner | test | f1 | {all_results['test_ner_f1']:.4f} |"  # the main metric leads
+    assert {row.split(" | ")[2] for row in ner_test_rows} >= {"precision", "recall", "token_accuracy", "loss"}
     assert "MultiTaskPipeline.from_pretrained" in card and "learning_rate: 0.003" in card
     assert (out / "training_curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
@@ -116,10 +146,11 @@ def test_arguments_from_a_yaml_file(workspace: dict[str, Path]) -> None:
     args_file.write_text(yaml.safe_dump({
         "model_name_or_path": str(workspace["encoder"]), "tasks": str(workspace["tasks"]), "output_dir": str(out),
         "do_train": True, "max_steps": 2, "per_device_train_batch_size": 4, "report_to": "none", "use_cpu": True,
-        "max_train_samples": 8,
+        "max_train_samples": 8, "log_level": "warning",
     }))
     result = run([str(args_file)], cwd=workspace["root"])
     assert result.returncode == 0, result.stderr[-3000:]
+    assert "***** Running training *****" not in result.stdout + result.stderr  # an explicit --log_level is obeyed
     results = json.loads((out / "train_results.json").read_text())
     assert results["train_topic_samples"] == 8 and results["train_ner_samples"] == 8
     assert not (out / "eval_results.json").exists()  # only --do_train was asked for
@@ -133,7 +164,8 @@ def test_arguments_from_a_yaml_file(workspace: dict[str, Path]) -> None:
         ("unknown_task_type", "Task 'topic': field 'type' is 'regression'"),
         ("missing_data_file", "task 'ner': train_file not found: .*missing.conll"),
         ("missing_model", "model not found or not loadable: .*no-such-model"),
-        ("bad_label", "Task 'ner', split 'train', row 0, column 'ner_tags'"),
+        ("bad_label", "Task 'ner', split 'train', row 0 \\(.*bad.conll, line 1\\), column 'ner_tags', word 0: unknown "
+                      "label 'B-PERSON'"),
     ],
 )
 def test_bad_input_is_one_line_exit_2_and_writes_nothing(case: str, message: str, workspace: dict[str, Path],
@@ -167,8 +199,6 @@ def test_bad_input_is_one_line_exit_2_and_writes_nothing(case: str, message: str
     error_lines = [line for line in result.stderr.splitlines() if line.startswith("run_mtl.py: error:")]
     assert len(error_lines) == 1, result.stderr[-3000:]
     assert "Traceback" not in result.stderr
-    import re
-
     assert re.search(message, error_lines[0]), error_lines[0]
     assert not out.exists()
 
@@ -209,7 +239,7 @@ def test_push_to_hub_uploads_everything(workspace: dict[str, Path], monkeypatch:
                  "eval_results.json", "predict_results.json", "predict_results_topic.txt", "predict_results_ner.txt"):
         assert name in final["files"], name
     card = (out / "README.md").read_text()
-    assert 'AutoModel.from_pretrained("someone/mtl-tiny")' in card
+    assert "\n# someone/mtl-tiny\n" in card and 'model_id = "someone/mtl-tiny"' in card  # the Hub id, not a path
 
 
 def test_default_run_uses_bundled_demo_data_and_model(tmp_path: Path) -> None:
@@ -261,3 +291,208 @@ def test_accelerate_launch_with_two_processes(workspace: dict[str, Path]) -> Non
     assert len((out / "predict_results_topic.txt").read_text().splitlines()) == 1 + 7
     assert len((out / "predict_results_ner.txt").read_text().splitlines()) == 7
     assert "Epoch 1/" in result.stdout and result.stdout.count("Epoch 1/") == 1  # printed by the main process only
+
+
+# ---- continuing a trained model -------------------------------------------------------------------------------
+
+
+def task_file_with(workspace: dict[str, Path], folder: Path, name: str = "tasks.yaml", **changes: dict) -> Path:
+    """The workspace's task file with absolute data paths and `changes[task]` merged into that task's entry."""
+    tasks = yaml.safe_load(workspace["tasks"].read_text())
+    for task in tasks["tasks"]:
+        for key in ("train_file", "validation_file", "test_file"):
+            task[key] = str(workspace["root"] / task[key])
+        task.update(changes.get(task["name"], {}))
+    path = folder / name
+    path.write_text(yaml.safe_dump(tasks))
+    return path
+
+
+def tiny_run(workspace: dict[str, Path], out: Path, *extra: str, tasks: Path | None = None) -> list[str]:
+    return ["--model_name_or_path", str(workspace["encoder"]), "--tasks", str(tasks or workspace["tasks"]),
+            "--output_dir", str(out), "--per_device_train_batch_size", "4", "--max_seq_length", "32",
+            "--report_to", "none", "--use_cpu", *extra]
+
+
+@pytest.fixture(scope="module")
+def trained(workspace: dict[str, Path]) -> Path:
+    """A trained mtl_hf model (a few steps at a high learning rate, so its heads prefer some labels)."""
+    out = workspace["root"] / "trained"
+    result = run(tiny_run(workspace, out, "--do_train", "--max_steps", "10", "--learning_rate", "5e-3",
+                          "--save_strategy", "no"), cwd=workspace["root"])
+    assert result.returncode == 0, result.stderr[-3000:]
+    return out
+
+
+def test_continuing_maps_reordered_labels_and_applies_weight_and_dropout(
+    workspace: dict[str, Path], trained: Path, tmp_path: Path
+) -> None:
+    """The task file lists the labels of both tasks in another order and changes weight and dropout. The trained
+    heads' label ids stay, so evaluating (after a step at learning rate 0) gives exactly the trained model's scores;
+    trained against the reordered ids, the losses would differ."""
+    trained_config = json.loads((trained / "config.json").read_text())
+    labels = {task["name"]: task["labels"] for task in trained_config["tasks"]}
+    reordered = task_file_with(workspace, tmp_path, topic={"labels": labels["topic"][::-1], "dropout": 0.4},
+                               ner={"labels": labels["ner"][::-1], "weight": 3.0})
+    evaluate = ["--do_eval", "--max_eval_samples", "9"]
+    unchanged = task_file_with(workspace, tmp_path, name="unchanged.yaml")
+    reference = run(["--model_name_or_path", str(trained), "--tasks", str(unchanged), "--output_dir",
+                     str(tmp_path / "reference"), *evaluate, "--report_to", "none", "--use_cpu"], cwd=tmp_path)
+    assert reference.returncode == 0, reference.stderr[-3000:]
+    out = tmp_path / "continued"
+    result = run(["--model_name_or_path", str(trained), "--tasks", str(reordered), "--output_dir", str(out),
+                  "--do_train", "--max_steps", "1", "--learning_rate", "0", "--per_device_train_batch_size", "4",
+                  *evaluate, "--report_to", "none", "--use_cpu"], cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "task 'ner': the task file lists the labels in another order than the trained head" in result.stdout
+    expected = json.loads((tmp_path / "reference" / "eval_results.json").read_text())
+    got = json.loads((out / "eval_results.json").read_text())
+    for key in ("eval_topic_loss", "eval_topic_accuracy", "eval_ner_loss", "eval_ner_f1"):
+        assert got[key] == pytest.approx(expected[key], rel=1e-5), key
+    config = json.loads((out / "config.json").read_text())
+    assert {t["name"]: t["labels"] for t in config["tasks"]} == labels
+    assert {t["name"]: (t["weight"], t["dropout"]) for t in config["tasks"]} == {"topic": (1.0, 0.4),
+                                                                                   "ner": (3.0, None)}
+
+
+@pytest.mark.parametrize(
+    "changes, message",
+    [
+        ({"ner": {"labels": [*NER.labels, "B-MISC", "I-MISC"]}},
+         "task 'ner': field 'labels' lists another label set than the trained head's \\(added B-MISC, I-MISC\\)"),
+        ({"topic": {"pooling": "mean"}}, "task 'topic': field 'pooling' is 'mean' in .*tasks.yaml, but the trained "
+                                         "head's is 'cls'"),
+        ({"ner": {"type": "classification", "label_column_name": "ner_tags"}}, "task 'ner': field 'type'"),
+    ],
+)
+def test_continuing_refuses_a_changed_head(changes: dict, message: str, workspace: dict[str, Path], trained: Path,
+                                           tmp_path: Path) -> None:
+    sys.path.insert(0, str(REPO))
+    import run_mtl
+
+    out = tmp_path / "out"
+    with pytest.raises(run_mtl.UsageError, match=message):
+        run_mtl.main(["--model_name_or_path", str(trained), "--tasks", str(task_file_with(workspace, tmp_path,
+                      **changes)), "--output_dir", str(out), "--report_to", "none", "--use_cpu"])
+    assert not out.exists()
+
+
+def test_continuing_refuses_data_that_needs_labels_the_head_lacks(workspace: dict[str, Path], tmp_path: Path) -> None:
+    """IOB1 data (an entity starts with I-) needs B- labels, which loading the data adds; a trained head without them
+    is refused in one line instead of failing on a label id past its size."""
+    sys.path.insert(0, str(REPO))
+    import mtl_hf
+    import run_mtl
+
+    model_dir = tmp_path / "trained_iob1"
+    tokenizer = transformers.AutoTokenizer.from_pretrained(workspace["encoder"])
+    heads = [TaskSpec(name="ner", type="ner", labels=["O", "I-PER", "I-LOC"])]
+    encoder = tiny_encoder_config("bert", tokenizer.vocab_size)
+    mtl_hf.MultiTaskModel(mtl_hf.MultiTaskConfig(encoder=encoder, tasks=heads)).save_pretrained(model_dir)
+    tokenizer.save_pretrained(model_dir)
+    (tmp_path / "iob1.conll").write_text("john I-PER\nlives O\nin O\nparis I-LOC\n")
+    tasks = tmp_path / "tasks.yaml"
+    tasks.write_text(yaml.safe_dump({"tasks": [{"name": "ner", "type": "ner", "train_file": "iob1.conll"}]}))
+    with pytest.raises(run_mtl.UsageError, match="task 'ner': its data needs labels that the trained head does not "
+                                                 "have \\(B-LOC, B-PER\\)"):
+        run_mtl.main(["--model_name_or_path", str(model_dir), "--tasks", str(tasks), "--output_dir",
+                      str(tmp_path / "out"), "--do_train", "--report_to", "none", "--use_cpu"])
+
+
+# ---- an output_dir that holds an earlier run ------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def finished(workspace: dict[str, Path]) -> Path:
+    """A finished run with two checkpoints (steps 2 and 4 of 4)."""
+    out = workspace["root"] / "finished"
+    result = run(tiny_run(workspace, out, "--do_train", "--max_steps", "4", "--save_steps", "2",
+                          "--logging_steps", "1"), cwd=workspace["root"])
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert sorted(p.name for p in out.glob("checkpoint-*")) == ["checkpoint-2", "checkpoint-4"]
+    return out
+
+
+def copy_run(finished: Path, tmp_path: Path, without: tuple[str, ...] = ()) -> Path:
+    import shutil
+
+    out = tmp_path / "out"
+    shutil.copytree(finished, out)
+    for name in without:
+        path = out / name
+        shutil.rmtree(path) if path.is_dir() else path.unlink()
+    return out
+
+
+def test_rerunning_a_finished_run_is_refused_and_says_how_to_go_on(workspace: dict[str, Path], finished: Path,
+                                                                     tmp_path: Path) -> None:
+    """Before: the re-run resumed the finished checkpoint, trained 0 steps and wrote train_loss 0.0, silently."""
+    out = copy_run(finished, tmp_path)
+    before = (out / "train_results.json").read_bytes()
+    result = run(tiny_run(workspace, out, "--do_train", "--max_steps", "4", "--save_steps", "2"), cwd=tmp_path)
+    assert result.returncode == 2, result.stderr[-3000:]
+    error = result.stderr.strip().splitlines()[-1]
+    assert error.startswith("run_mtl.py: error: output_dir") and "finished run (checkpoint-4 is at its final step 4)" \
+        in error, error
+    assert "--overwrite_output_dir" in error and f"--resume_from_checkpoint {out / 'checkpoint-4'}" in error
+    assert (out / "train_results.json").read_bytes() == before
+    # Resuming the finished checkpoint on purpose is done, and the log says what that means.
+    result = run(tiny_run(workspace, out, "--do_train", "--max_steps", "4", "--resume_from_checkpoint",
+                          str(out / "checkpoint-4")), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert re.search(r" - WARNING - .*Resuming training from .*checkpoint-4 at step 4 of 4 \(its run's final step: "
+                     r"only a larger --max_steps or --num_train_epochs trains further\)", result.stdout)
+
+
+def test_overwrite_output_dir_trains_afresh(workspace: dict[str, Path], finished: Path, tmp_path: Path) -> None:
+    out = copy_run(finished, tmp_path)
+    (out / "notes.txt").write_text("mine")
+    result = run(tiny_run(workspace, out, "--do_train", "--max_steps", "2", "--save_steps", "2", "--logging_steps", "1",
+                          "--overwrite_output_dir"), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "--overwrite_output_dir: training afresh; removed the earlier run's checkpoint-2, checkpoint-4" \
+        in result.stdout
+    assert sorted(p.name for p in out.glob("checkpoint-*")) == ["checkpoint-2"]  # the stale checkpoint-4 is gone
+    state = json.loads((out / "trainer_state.json").read_text())
+    assert state["global_step"] == 2 and [e["step"] for e in state["log_history"] if "loss" in e] == [1, 2]
+    assert json.loads((out / "train_results.json").read_text())["train_loss"] > 0
+    assert (out / "notes.txt").read_text() == "mine"  # only the earlier run's files are removed
+
+
+def test_an_unfinished_checkpoint_is_resumed_and_says_so(workspace: dict[str, Path], finished: Path,
+                                                         tmp_path: Path) -> None:
+    out = copy_run(finished, tmp_path, without=("checkpoint-4",))
+    result = run(tiny_run(workspace, out, "--do_train", "--max_steps", "4", "--save_steps", "2",
+                          "--logging_steps", "1"), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    resumed = [line for line in result.stdout.splitlines() if "Resuming training from" in line]
+    assert len(resumed) == 1 and " - WARNING - " in resumed[0], result.stdout[-3000:]
+    assert f"{out / 'checkpoint-2'} at step 2 of 4; to train afresh" in resumed[0]
+    assert "--overwrite_output_dir" in resumed[0]
+    state = json.loads((out / "trainer_state.json").read_text())
+    assert state["global_step"] == 4 and [e["step"] for e in state["log_history"] if "loss" in e] == [1, 2, 3, 4]
+
+
+@pytest.mark.parametrize(
+    "without, changes, message",
+    [
+        (("checkpoint-4",), {"ner": {"weight": 3.0}},
+         "checkpoint-2 was trained with other tasks than the task file's \\(task 'ner' field 'weight' is 3.0 now, "
+         "2.0 in the checkpoint\\): pass --overwrite_output_dir"),
+        (("checkpoint-2", "checkpoint-4"), {},
+         "holds the results of an earlier run \\(all_results.json, train_results.json, trainer_state.json, "
+         "training_curves.png\\) and no checkpoint to resume: pass --overwrite_output_dir"),
+    ],
+)
+def test_an_earlier_run_that_cannot_be_resumed_is_refused(without: tuple[str, ...], changes: dict, message: str,
+                                                          workspace: dict[str, Path], finished: Path,
+                                                          tmp_path: Path) -> None:
+    sys.path.insert(0, str(REPO))
+    import run_mtl
+
+    out = copy_run(finished, tmp_path, without=without)
+    before = sorted(str(p.relative_to(out)) for p in out.rglob("*"))
+    tasks = task_file_with(workspace, tmp_path, **changes)
+    with pytest.raises(run_mtl.UsageError, match=message):
+        run_mtl.main(tiny_run(workspace, out, "--do_train", "--max_steps", "4", tasks=tasks))
+    assert sorted(str(p.relative_to(out)) for p in out.rglob("*")) == before

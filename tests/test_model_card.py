@@ -1,0 +1,159 @@
+"""The model card: its snippets run as pasted (with and without mtl_hf, never prompting), it names the data, leads
+each task with its main metric, says how each NER task is scored; and the training curves show a single point."""
+
+from __future__ import annotations
+
+import ast
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import transformers
+
+from mtl_hf import MultiTaskConfig, MultiTaskModel, MultiTaskTrainer, MultiTaskTrainingArguments, TaskSpec
+from mtl_hf.model_card import MultiTaskModelCardData, training_curves_figure
+from tests.conftest import tiny_encoder_config
+
+REPO = Path(__file__).resolve().parents[1]
+TOPIC = TaskSpec(name="topic", type="classification", labels=["business", "sport", "tech"])
+NER = TaskSpec(name="ner", type="ner", labels=["O", "B-PER", "I-PER", "B-LOC", "I-LOC"], tag_scheme="IOB2")
+# What transformers prints when it falls back to asking, or to a plain config, instead of loading the stored code.
+PROMPT = "Do you wish to run the custom code"
+TYPE_MISMATCH = "You are using a model of type"
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory: pytest.TempPathFactory, tokenizer_dir: Path) -> Path:
+    """A saved multi-task model with its tokenizer and remote code, as `run_mtl.py` leaves it."""
+    import mtl_hf  # noqa: F401  (save_pretrained writes auto_map and copies the code only for registered classes)
+
+    path = tmp_path_factory.mktemp("card") / "out"
+    tokenizer = transformers.AutoTokenizer.from_pretrained(tokenizer_dir)
+    torch.manual_seed(0)
+    config = MultiTaskConfig(encoder=tiny_encoder_config("bert", tokenizer.vocab_size), tasks=[TOPIC, NER])
+    MultiTaskModel(config).save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path
+
+
+def python_blocks(card: str) -> list[str]:
+    return re.findall(r"```python\n(.*?)```", card, flags=re.DOTALL)
+
+
+def run_snippet(code: str, folder: Path, with_mtl_hf: bool) -> subprocess.CompletedProcess:
+    """Run `code` as a file, exactly as pasted, with stdin closed (an interactive prompt reads EOF and shows in the
+    output). Without mtl_hf, a package of that name that fails to import comes first on the path, ahead of the
+    editable install."""
+    script = folder / "snippet.py"
+    script.write_text(code)
+    if with_mtl_hf:
+        python_path = str(REPO)
+    else:
+        blocker = folder / "blocker" / "mtl_hf"
+        blocker.mkdir(parents=True, exist_ok=True)
+        (blocker / "__init__.py").write_text("raise ImportError('mtl_hf is not installed in this environment')\n")
+        python_path = str(blocker.parent)
+    env = {**os.environ, "PYTHONPATH": python_path, "HF_HUB_OFFLINE": "1", "HF_HOME": str(folder / "hf_home")}
+    return subprocess.run([sys.executable, str(script)], cwd=folder, env=env, stdin=subprocess.DEVNULL,
+                          capture_output=True, text=True, timeout=300)
+
+
+def test_snippets_run_as_pasted_with_and_without_mtl_hf(model_dir: Path, tmp_path: Path) -> None:
+    card = MultiTaskModelCardData(title="t", model_id=str(model_dir), base_model=None,
+                                  tasks=MultiTaskConfig.from_pretrained(model_dir).task_specs).render()
+    blocks = python_blocks(card)
+    assert len(blocks) == 2, card
+    transformers_only, with_pipeline = blocks
+    assert "mtl_hf" not in transformers_only
+
+    no_mtl_hf = run_snippet("import mtl_hf\n", tmp_path, with_mtl_hf=False)
+    assert no_mtl_hf.returncode != 0 and "not installed in this environment" in no_mtl_hf.stderr  # isolation works
+
+    for code, with_mtl_hf in ((transformers_only, False), (transformers_only, True), (with_pipeline, True)):
+        result = run_snippet(code, tmp_path, with_mtl_hf)
+        output = result.stdout + result.stderr
+        assert result.returncode == 0, output[-3000:]
+        assert PROMPT not in output and TYPE_MISMATCH not in output, output[-3000:]
+        if code is transformers_only:
+            lines = dict(line.split(" ", 1) for line in result.stdout.splitlines())
+            assert lines["topic"] in TOPIC.labels
+            tags = ast.literal_eval(lines["ner"])  # one tag per word of the 8-word example
+            assert len(tags) == 8 and set(tags) <= set(NER.labels)
+        else:
+            assert "'topic'" in result.stdout and "'ner'" in result.stdout
+
+
+def test_card_of_a_local_run_has_a_title_its_data_and_a_loadable_path(model_dir: Path, tmp_path: Path) -> None:
+    """Written by the trainer into a folder called `out`: the title says what the model is, the snippets load the
+    folder from anywhere, and each task's data is named."""
+    output_dir = tmp_path / "out"
+    model = MultiTaskModel.from_pretrained(model_dir)
+    tokenizer = transformers.AutoTokenizer.from_pretrained(model_dir)
+    args = MultiTaskTrainingArguments(str(output_dir), report_to=[], use_cpu=True)
+    trainer = MultiTaskTrainer(model=model, args=args, processing_class=tokenizer)
+    data = [
+        TaskSpec(name="topic", type="classification", train_file="/home/me/data/topic/train.jsonl",
+                 validation_file="/home/me/data/topic/dev.jsonl"),
+        TaskSpec(name="ner", type="ner", dataset_name="someone/conll-like", dataset_config_name="en"),
+    ]
+    trainer.create_model_card(task_data=data)
+    card = (output_dir / "README.md").read_text()
+    assert re.search(r"^# mtl_hf multi-task model: topic, ner$", card, flags=re.MULTILINE), card[:400]
+    assert "# out" not in card
+    assert f'model_id = "{output_dir.resolve()}"' in card
+    assert "- **topic**: files `topic/train.jsonl` (train), `topic/dev.jsonl` (validation)" in card
+    assert ("- **ner**: the Hub dataset [someone/conll-like](https://huggingface.co/datasets/someone/conll-like) "
+            "(configuration `en`)") in card
+    assert "datasets:\n- someone/conll-like\n---" in card
+    assert "/home/me" not in card
+
+
+def test_metrics_lead_with_each_tasks_main_metric_and_schemes_are_named() -> None:
+    pos = TaskSpec(name="pos", type="ner", labels=["NN", "VB", "DT"], tag_scheme="IO")
+    bioes = TaskSpec(name="ner", type="ner", labels=["O", "S-PER", "B-PER", "E-PER", "I-PER"], tag_scheme="IOBES")
+    metrics = {
+        "eval_topic_accuracy": 0.75, "eval_topic_loss": 0.61, "eval_topic_macro_f1": 0.7, "eval_topic_runtime": 0.2,
+        "eval_ner_LOC_f1": 0.1, "eval_ner_PER_f1": 0.3, "eval_ner_f1": 0.2, "eval_ner_loss": 1.2,
+        "eval_ner_precision": 0.25, "eval_pos_NN_f1": 0.9, "eval_pos_loss": 0.4, "eval_pos_macro_f1": 0.8,
+        "eval_pos_token_accuracy": 0.85, "eval_topic_fine_accuracy": 0.5, "eval_combined_score": 0.6,
+    }
+    topic_fine = TaskSpec(name="topic_fine", type="classification", labels=["a", "b"])  # `topic_` is its prefix
+    card = MultiTaskModelCardData(title="t", model_id="someone/m", base_model=None,
+                                  tasks=[TOPIC, bioes, pos, topic_fine], metrics=metrics).render()
+    rows = [line.split(" | ")[:3] for line in card.splitlines() if line.startswith("| ") and " | eval | " in line]
+    metric_order = {}
+    for task, _, metric in rows:
+        metric_order.setdefault(task.removeprefix("| "), []).append(metric)
+    assert metric_order == {
+        "topic": ["accuracy", "loss", "macro_f1"],
+        "ner": ["f1", "LOC_f1", "PER_f1", "loss", "precision"],
+        "pos": ["token_accuracy", "NN_f1", "loss", "macro_f1"],
+        "topic_fine": ["accuracy"],
+        "all": ["combined_score"],
+    }
+    assert "strict IOB2" not in card
+    assert "- ner: `f1`, entity-level F1 with seqeval on words, strict IOBES" in card
+    assert "- pos: `token_accuracy`, the share of words given the right tag" in card
+
+
+def test_training_curves_show_a_single_logged_point() -> None:
+    """A run that logs once (Trainer's default logging_steps of 500 on a short run) must still show its point."""
+    history = [{"loss": 1.3, "loss_topic": 1.1, "loss_ner": 1.5, "step": 300},
+               {"eval_topic_accuracy": 0.5, "eval_ner_f1": 0.25, "eval_combined_score": 0.375, "step": 300}]
+    figure = training_curves_figure(history, [TOPIC, NER])
+    loss_panel, eval_panel = figure.axes
+    for panel, expected in ((loss_panel, {"topic loss": 1.1, "ner loss": 1.5}),
+                            (eval_panel, {"topic_accuracy": 0.5, "ner_f1": 0.25, "combined_score": 0.375})):
+        drawn = {line.get_label(): line for line in panel.get_lines()}
+        assert set(drawn) == set(expected)
+        for label, line in drawn.items():
+            assert list(line.get_xdata()) == [300] and list(line.get_ydata()) == [expected[label]]
+            assert line.get_marker() not in (None, "", "None", " ") and line.get_markersize() > 0, label
+    assert "lower --logging_steps" in loss_panel.get_title()
+    import matplotlib.pyplot as plt
+
+    plt.close(figure)
