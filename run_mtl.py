@@ -476,9 +476,10 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     return all_metrics
 
 
-def cli() -> None:
+def cli(argv: list[str] | None = None) -> None:
+    """The command line: `main`, with bad input reported as one line on stderr and exit code 2."""
     try:
-        main()
+        main(argv)
     except UsageError as error:
         print(f"run_mtl.py: error: {error}", file=sys.stderr)
         sys.exit(2)
