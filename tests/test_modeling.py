@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 import textwrap
@@ -10,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from packaging.version import Version
 import transformers
 from safetensors.torch import load_file
 
@@ -23,6 +25,7 @@ TASKS = [
     TaskSpec(name="sentiment", type="classification", labels=["neg", "pos"], pooling="mean", dropout=0.0, weight=0.5),
 ]
 VOCAB = 120
+REPO = Path(__file__).resolve().parents[1]
 
 
 def make_model(family: str = "bert", tasks: list[TaskSpec] = TASKS) -> MultiTaskModel:
@@ -185,6 +188,7 @@ REMOTE_SCRIPT = textwrap.dedent(
         raise SystemExit("mtl_hf is importable")
     except ImportError:
         pass
+    sys.path[:0] = sys.argv[4:5]  # optional: a folder holding another transformers version
     import torch, transformers
     model_dir, inputs_path, out_path = sys.argv[1:4]
     model = transformers.AutoModel.from_pretrained(model_dir, trust_remote_code=True).eval()
@@ -192,14 +196,14 @@ REMOTE_SCRIPT = textwrap.dedent(
     data = torch.load(inputs_path)
     with torch.no_grad():
         logits = {t: model(data["input_ids"], data["attention_mask"], task=t).logits for t in data["tasks"]}
-    torch.save({"logits": logits, "class": type(model).__module__}, out_path)
+    torch.save({"logits": logits, "class": type(model).__module__, "transformers": transformers.__version__}, out_path)
     """
 )
 
 
-@pytest.mark.parametrize("family", ["bert", "distilbert"])
-def test_remote_code_loads_without_mtl_hf(family: str, tmp_path: Path) -> None:
-    model = make_model(family)
+def run_remote_code(model: MultiTaskModel, tmp_path: Path, *extra_path: str) -> dict:
+    """Save `model`, load it with `trust_remote_code=True` in an isolated interpreter where `import mtl_hf` fails,
+    and return that interpreter's logits for every task (and its transformers version)."""
     model_dir = tmp_path / "model"
     model.save_pretrained(model_dir)
     input_ids, attention_mask = batch()
@@ -211,7 +215,8 @@ def test_remote_code_loads_without_mtl_hf(family: str, tmp_path: Path) -> None:
     script.write_text(REMOTE_SCRIPT)
     env = {"HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf_home"), "PATH": "/usr/bin:/bin"}
     result = subprocess.run(
-        [sys.executable, "-I", str(script), str(model_dir), str(tmp_path / "inputs.pt"), str(tmp_path / "out.pt")],
+        [sys.executable, "-I", str(script), str(model_dir), str(tmp_path / "inputs.pt"), str(tmp_path / "out.pt"),
+         *extra_path],
         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300,
     )
     assert result.returncode == 0, result.stderr[-3000:]
@@ -219,6 +224,28 @@ def test_remote_code_loads_without_mtl_hf(family: str, tmp_path: Path) -> None:
     assert out["class"].startswith("transformers_modules")
     for name, logits in all_logits(model, input_ids, attention_mask).items():
         assert torch.equal(out["logits"][name], logits), name
+    return out
+
+
+@pytest.mark.parametrize("family", ["bert", "distilbert"])
+def test_remote_code_loads_without_mtl_hf(family: str, tmp_path: Path) -> None:
+    run_remote_code(make_model(family), tmp_path)
+
+
+def test_remote_code_loads_with_the_oldest_transformers_setup_cfg_allows(tmp_path: Path) -> None:
+    """The code saved next to the weights must keep loading on every transformers version mtl_hf allows; the suite
+    runs on the installed one, so the floor of setup.cfg is installed aside (from the package index) when it differs."""
+    floor = re.search(r"transformers>=([0-9.]+)", (REPO / "setup.cfg").read_text()).group(1)
+    extra: list[str] = []
+    if Version(transformers.__version__) != Version(floor):
+        target = tmp_path / "floor"
+        subprocess.run(
+            [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--target", str(target),
+             f"transformers=={floor}"],
+            check=True, timeout=600,
+        )
+        extra = [str(target)]
+    assert Version(run_remote_code(make_model("bert"), tmp_path, *extra)["transformers"]) == Version(floor)
 
 
 # ---- from_encoder / add_task / encoder utilities -------------------------------------------------------------
