@@ -7,6 +7,9 @@ model where ``mtl_hf`` is not installed: it must import nothing but the standard
 from __future__ import annotations
 
 import dataclasses
+import functools
+import math
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,6 +29,69 @@ TYPE_FIELDS = {"pooling": "classification", "tag_scheme": "ner"}
 # The encoder of a config built without one (as in EncoderDecoderConfig), e.g. by `AutoConfig.for_model`.
 DEFAULT_ENCODER_TYPE = "bert"
 DEFAULT_COLUMNS = {"classification": ("text", "label"), "ner": ("tokens", "ner_tags")}
+# A task name keys the model's heads (a torch ModuleDict), the metrics (`eval_<task>_f1`) and file names
+# (`predict_results_<task>.txt`): letters, digits, `_` and `-`, starting with a letter, so that it is safe in all three
+# (no `.`, which ModuleDict refuses, no `/` or space, which break or mangle file names, nothing that looks like a
+# command-line flag or a number), and short enough for a file name.
+TASK_NAME_PATTERN = re.compile(r"[A-Za-z][A-Za-z0-9_-]*")
+MAX_TASK_NAME_LENGTH = 64
+# Fields that hold a path or a column or dataset name: a string when given.
+STRING_FIELDS = (
+    "train_file", "validation_file", "test_file", "dataset_name", "dataset_config_name", "text_column_name",
+    "label_column_name",
+)
+
+
+@functools.cache
+def reserved_task_names() -> frozenset[str]:
+    """Names a task cannot have because the heads' ``torch.nn.ModuleDict`` has an attribute of that name (``keys``,
+    ``items``, ``update``, ``train``, ``type``, ...): it refuses such a key. Read from torch itself, so that every name
+    the installed torch would refuse is refused here, before any training; empty where torch is not installed."""
+    try:
+        from torch.nn import ModuleDict
+    except ImportError:  # a config can be read without torch; no heads are built then
+        return frozenset()
+    return frozenset(name for name in dir(ModuleDict()) if TASK_NAME_PATTERN.fullmatch(name))
+
+
+def check_task_name(name: Any) -> None:
+    """Raise ``ValueError`` unless ``name`` is a usable task name (see ``TASK_NAME_PATTERN``)."""
+    if not isinstance(name, str) or not name:
+        raise ValueError(f"Task name must be a non-empty string, got {name!r} (field 'name')")
+    if not TASK_NAME_PATTERN.fullmatch(name):
+        raise ValueError(
+            f"Task name {name!r} (field 'name') is not allowed: use letters, digits, '_' and '-', starting with a "
+            "letter (the name keys the task's head, its metrics and its prediction file)"
+        )
+    if len(name) > MAX_TASK_NAME_LENGTH:
+        raise ValueError(
+            f"Task name {name[:20]!r}... (field 'name') is {len(name)} characters long; at most "
+            f"{MAX_TASK_NAME_LENGTH} are allowed (it is part of file names)"
+        )
+    if name in reserved_task_names():
+        raise ValueError(
+            f"Task name {name!r} (field 'name') is reserved: it is an attribute of torch.nn.ModuleDict, which holds "
+            "the heads by task name; choose another name"
+        )
+
+
+def check_distinct_names(names: list[str]) -> None:
+    """Task names must differ in more than letter case: each names a file (``predict_results_<task>.txt``), and
+    ``NER`` and ``ner`` are one file on case-insensitive file systems (macOS, Windows)."""
+    seen: dict[str, str] = {}
+    for name in names:
+        other = seen.setdefault(name.lower(), name)
+        if other == name and names.count(name) > 1:
+            raise ValueError(f"Task {name!r}: field 'name' is used by more than one task")
+        if other != name:
+            raise ValueError(
+                f"Task {name!r}: field 'name' differs from task {other!r} in letter case only; task names must differ "
+                "in more than case (each names a file, and case-insensitive file systems would mix them up)"
+            )
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 @dataclass
@@ -61,7 +127,7 @@ class TaskSpec:
             self.pooling = None
         self.validate(require_labels=False)
         if self.labels is not None:
-            self.labels = [str(label) for label in self.labels]
+            self.labels = list(self.labels)
         self.weight = float(self.weight)
         default_text, default_label = DEFAULT_COLUMNS[self.type]
         self.text_column_name = self.text_column_name or default_text
@@ -72,22 +138,22 @@ class TaskSpec:
 
     def validate(self, require_labels: bool = True) -> None:
         """Raise ``ValueError`` naming the task and the field for any invalid setting."""
-        if not isinstance(self.name, str) or not self.name.strip():
-            raise ValueError(f"Task name must be a non-empty string, got {self.name!r} (field 'name')")
+        check_task_name(self.name)
         if self.type not in TASK_TYPES:
             raise self._error("type", f"is {self.type!r}; expected one of {', '.join(TASK_TYPES)}")
         if self.labels is not None or require_labels:
-            if not self.labels:
-                raise self._error("labels", "is empty; a task needs at least one label")
-            seen: set[str] = set()
-            for label in self.labels:
-                if str(label) in seen:
-                    raise self._error("labels", f"has the duplicate label {label!r}")
-                seen.add(str(label))
-        if not isinstance(self.weight, (int, float)) or isinstance(self.weight, bool) or self.weight <= 0:
-            raise self._error("weight", f"must be a number > 0, got {self.weight!r}")
-        if self.dropout is not None and not 0.0 <= float(self.dropout) < 1.0:
-            raise self._error("dropout", f"must be in [0, 1), got {self.dropout!r}")
+            self._check_labels()
+        if not _is_number(self.weight) or not math.isfinite(self.weight) or self.weight <= 0:
+            raise self._error("weight", f"must be a finite number > 0, got {self.weight!r}")
+        if self.dropout is not None and (
+            not _is_number(self.dropout) or not math.isfinite(self.dropout) or not 0.0 <= self.dropout < 1.0
+        ):
+            raise self._error("dropout", f"must be a number in [0, 1), got {self.dropout!r}")
+        for name in STRING_FIELDS:
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, str) or not value.strip()):
+                what = "one string" if isinstance(value, (list, tuple)) else "a non-empty string"
+                raise self._error(name, f"must be {what}, got {type(value).__name__} {value!r}")
         if self.type == "classification" and self.pooling not in POOLING_MODES:
             raise self._error("pooling", f"is {self.pooling!r}; expected one of {', '.join(POOLING_MODES)}")
         if self.type == "classification" and self.tag_scheme is not None:
@@ -100,11 +166,34 @@ class TaskSpec:
                 "converted to IOB2 when it is loaded)"
             )
 
+    def _check_labels(self) -> None:
+        """``labels``: a non-empty list of distinct, non-blank strings. A bare string would be read as its
+        characters and a mapping as its keys; YAML turns unquoted ``yes``/``no``/``on``/``off`` into booleans and
+        ``1`` into a number, which would then silently become other label names."""
+        if not isinstance(self.labels, (list, tuple)):
+            raise self._error(
+                "labels", f"must be a list of label names, got {type(self.labels).__name__} {self.labels!r}"
+            )
+        if not self.labels:
+            raise self._error("labels", "is empty; a task needs at least one label")
+        seen: set[str] = set()
+        for position, label in enumerate(self.labels):
+            if not isinstance(label, str):
+                raise self._error(
+                    "labels", f"item {position + 1} is {type(label).__name__} {label!r}, not a string (in YAML, quote "
+                    "labels such as 'yes', 'no', 'on', 'off', 'null' or numbers)"
+                )
+            if not label.strip():
+                raise self._error("labels", f"item {position + 1} is blank")
+            if label in seen:
+                raise self._error("labels", f"has the duplicate label {label!r}")
+            seen.add(label)
+
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "TaskSpec":
         """Build a spec from a task-file entry, naming unknown keys instead of ignoring them."""
         known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known)
+        unknown = sorted(map(str, set(data) - known))
         if unknown:
             raise ValueError(
                 f"Task {data.get('name')!r}: unknown field(s) {', '.join(unknown)}; known fields: {', '.join(sorted(known))}"
@@ -164,11 +253,9 @@ class MultiTaskConfig(PreTrainedConfig):
             self.encoder = AutoConfig.for_model(encoder.pop("model_type", DEFAULT_ENCODER_TYPE), **encoder)
         super().__post_init__(**kwargs)
         specs = [t if isinstance(t, TaskSpec) else _spec_from_config(t) for t in (self.tasks or [])]
-        names = [spec.name for spec in specs]
         for spec in specs:
             spec.validate(require_labels=True)
-            if names.count(spec.name) > 1:
-                raise ValueError(f"Task {spec.name!r}: field 'name' is used by more than one task")
+        check_distinct_names([spec.name for spec in specs])
         self.tasks = [spec.to_config_dict() for spec in specs]
 
     @property
@@ -187,9 +274,8 @@ class MultiTaskConfig(PreTrainedConfig):
         raise ValueError(f"Unknown task {name!r}; this model knows: {', '.join(self.task_names) or '(no tasks)'}")
 
     def add_task(self, spec: TaskSpec) -> None:
-        if spec.name in self.task_names:
-            raise ValueError(f"Task {spec.name!r}: field 'name' is used by more than one task")
         spec.validate(require_labels=True)
+        check_distinct_names([*self.task_names, spec.name])
         self.tasks = [*self.tasks, spec.to_config_dict()]
 
     def get_text_config(self, *args: Any, **kwargs: Any) -> PreTrainedConfig:

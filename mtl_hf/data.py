@@ -10,6 +10,8 @@ the pipeline uses too.
 
 from __future__ import annotations
 
+import codecs
+import contextlib
 import csv
 import dataclasses
 import json
@@ -36,7 +38,7 @@ from transformers import (
     PreTrainedTokenizerBase,
 )
 
-from .configuration_multitask import OUTSIDE_TAG, MultiTaskConfig, TaskSpec
+from .configuration_multitask import OUTSIDE_TAG, MultiTaskConfig, TaskSpec, check_distinct_names
 from .tokenization import (
     encode_texts,
     encode_words,
@@ -76,47 +78,147 @@ def load_task_file(path: str | os.PathLike) -> list[TaskSpec]:
 
     Relative data paths (``train_file``, ``validation_file``, ``test_file``, and ``dataset_name`` when it names an
     existing folder next to the task file) are resolved against the task file's folder, so a task file and its data
-    can be moved together and the run started from any working directory.
+    can be moved together and the run started from any working directory. Every problem is a ``ValueError`` whose
+    first line names the file and, where there is one, the task entry (``task #N``) or the line and column.
     """
     path = Path(path)
-    suffix = path.suffix.lower()
-    if suffix not in (".yaml", ".yml", ".json"):
-        raise ValueError(f"Task file {str(path)!r}: expected a .yaml, .yml or .json file")
-    try:
-        text = path.read_text(encoding="utf-8")
-        content = json.loads(text) if suffix == ".json" else yaml.safe_load(text)
-    except (json.JSONDecodeError, yaml.YAMLError) as err:
-        raise ValueError(f"Task file {str(path)!r} is not valid {suffix[1:].upper()}: {err}") from err
-    if not isinstance(content, dict) or "tasks" not in content:
-        raise ValueError(f"Task file {str(path)!r}: expected a mapping with the top-level key 'tasks'")
-    unknown = sorted(set(content) - set(TASK_FILE_KEYS))
-    if unknown:
-        raise ValueError(f"Task file {str(path)!r}: unknown top-level key(s) {', '.join(map(str, unknown))}")
-    entries = content["tasks"]
-    if not isinstance(entries, list) or not entries:
-        raise ValueError(f"Task file {str(path)!r}: 'tasks' must be a non-empty list of task entries")
-
+    entries = task_file_entries(path)
+    lines = _entry_lines(path)
     specs: list[TaskSpec] = []
     for position, entry in enumerate(entries):
-        if not isinstance(entry, dict):
-            raise ValueError(f"Task file {str(path)!r}: task #{position + 1} is not a mapping: {entry!r}")
+        where = f"Task file {str(path)!r}, task #{position + 1}"
+        if lines is not None and len(lines) == len(entries):
+            where += f" (line {lines[position]})"
         try:
             spec = TaskSpec.from_dict(_resolve_paths(entry, path.parent))
         except (ValueError, TypeError, KeyError) as err:
-            raise ValueError(f"Task file {str(path)!r}, task #{position + 1}: {err}") from err
-        if spec.name in {known.name for known in specs}:
-            raise ValueError(f"Task file {str(path)!r}: task name {spec.name!r} is used by more than one task")
+            raise ValueError(f"{where}: {err}") from err
         specs.append(spec)
+        try:
+            check_distinct_names([known.name for known in specs])
+        except ValueError as err:
+            raise ValueError(f"{where}: {err}") from None
     return specs
+
+
+def _entry_lines(path: Path) -> list[int] | None:
+    """The 1-based line where each task entry of a YAML task file starts (``None`` for JSON, or if unsure)."""
+    if path.suffix.lower() == ".json":
+        return None
+    try:
+        root = yaml.compose(path.read_bytes().decode("utf-8-sig"), Loader=yaml.SafeLoader)
+    except (OSError, ValueError, yaml.YAMLError):
+        return None
+    if not isinstance(root, yaml.MappingNode):
+        return None
+    for key, value in root.value:
+        if isinstance(key, yaml.ScalarNode) and key.value == "tasks" and isinstance(value, yaml.SequenceNode):
+            return [item.start_mark.line + 1 for item in value.value]
+    return None
+
+
+def task_file_entries(path: str | os.PathLike) -> list[dict[str, Any]]:
+    """The task entries of a task file as written (mappings, before defaults and path resolution), checked as far
+    as the file's structure goes: readable UTF-8, valid YAML/JSON, a mapping whose ``tasks`` is a non-empty list of
+    mappings. ``load_task_file`` builds the specs from them; what an entry sets itself (rather than leaves to the
+    defaults) can be read here."""
+    path = Path(path)
+    where = f"Task file {str(path)!r}"
+    suffix = path.suffix.lower()
+    if suffix not in (".yaml", ".yml", ".json"):
+        raise ValueError(f"{where}: expected a .yaml, .yml or .json file")
+    try:
+        data = path.read_bytes()
+    except OSError as err:
+        raise ValueError(f"{where} cannot be read: {err.strerror or err}") from err
+    text = _decode_utf8(data, where)
+    if not text.strip():
+        raise ValueError(f"{where} is empty; it must list the tasks under the top-level key 'tasks'")
+    try:
+        content = json.loads(text) if suffix == ".json" else yaml.safe_load(text)
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{where} is not valid JSON: line {err.lineno}, column {err.colno}: {err.msg}") from err
+    except yaml.YAMLError as err:
+        raise ValueError(f"{where} is not valid YAML: {_yaml_problem(err)}") from err
+    if content is None:
+        raise ValueError(f"{where} is empty; it must list the tasks under the top-level key 'tasks'")
+    if not isinstance(content, dict) or "tasks" not in content:
+        found = f"a mapping with the keys {', '.join(map(str, content))}" if isinstance(content, dict) else (
+            f"a {_kind_of(content)}")
+        raise ValueError(f"{where}: expected a mapping with the top-level key 'tasks', found {found}")
+    unknown = sorted(map(str, set(content) - set(TASK_FILE_KEYS)))
+    if unknown:
+        raise ValueError(f"{where}: unknown top-level key(s) {', '.join(unknown)}")
+    entries = content["tasks"]
+    if not isinstance(entries, list) or not entries:
+        got = {"[]": "an empty list", "None": "nothing"}.get(repr(entries), f"{_kind_of(entries)} {entries!r}"[:80])
+        raise ValueError(f"{where}: 'tasks' must be a non-empty list of task entries, got {got}")
+    for position, entry in enumerate(entries):
+        if not isinstance(entry, dict):
+            raise ValueError(f"{where}: task #{position + 1} is not a mapping: {entry!r}")
+    return entries
+
+
+def _kind_of(value: Any) -> str:
+    """How a YAML/JSON value reads to a user: mapping, list, string, number, ..."""
+    if value is None:
+        return "nothing (null)"
+    if isinstance(value, dict):
+        return "mapping"
+    if isinstance(value, list):
+        return "list"
+    if isinstance(value, str):
+        return "string"
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, (int, float)):
+        return "number"
+    return type(value).__name__
+
+
+def _decode_utf8(data: bytes, where: str) -> str:
+    """``data`` as text (a UTF-8 byte-order mark dropped), or a ``ValueError`` naming the line and column of the
+    first byte that is not UTF-8 (and saying so for UTF-16, which Windows editors call "Unicode")."""
+    if data.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+        raise ValueError(f"{where} is UTF-16 encoded (it starts with a UTF-16 byte-order mark); save it as UTF-8")
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        line = data.count(b"\n", 0, err.start) + 1
+        column = err.start - (data.rfind(b"\n", 0, err.start) + 1) + 1
+        raise ValueError(
+            f"{where}, line {line}, column {column}: not valid UTF-8 (byte 0x{data[err.start]:02x}); save the file "
+            "as UTF-8"
+        ) from None
+
+
+def _yaml_problem(err: yaml.YAMLError) -> str:
+    """A YAML error on one line, starting with its 1-based line and column (PyYAML puts them on lines of their own)."""
+    if not isinstance(err, yaml.MarkedYAMLError):
+        return " ".join(str(err).split())
+    mark = err.problem_mark or err.context_mark
+    parts = []
+    if mark is not None:
+        parts.append(f"line {mark.line + 1}, column {mark.column + 1}:")
+    parts.append(" ".join(str(err.problem or err.context or "syntax error").split()))
+    if err.context and err.problem:
+        context = " ".join(err.context.split())
+        if err.context_mark is not None:
+            context += f" at line {err.context_mark.line + 1}, column {err.context_mark.column + 1}"
+        parts.append(f"({context})")
+    return " ".join(parts)
 
 
 def _resolve_paths(entry: dict[str, Any], base: Path) -> dict[str, Any]:
     resolved = dict(entry)
     for key in ("train_file", "validation_file", "test_file"):
-        if isinstance(resolved.get(key), str):
+        if isinstance(resolved.get(key), str) and resolved[key].strip():
             resolved[key] = str(base / Path(resolved[key]).expanduser())
     dataset_name = resolved.get("dataset_name")
-    if isinstance(dataset_name, str) and not Path(dataset_name).is_absolute() and (base / dataset_name).is_dir():
+    if (
+        isinstance(dataset_name, str) and dataset_name.strip() and not Path(dataset_name).is_absolute()
+        and (base / dataset_name).is_dir()
+    ):
         resolved["dataset_name"] = str(base / dataset_name)
     return resolved
 
@@ -131,7 +233,7 @@ def _conll_sentences(path: str) -> Iterator[tuple[int, list[str], list[str]]]:
     words: list[str] = []
     tags: list[str] = []
     first_line = 0
-    with open(path, encoding="utf-8") as handle:
+    with open(path, encoding="utf-8-sig") as handle:  # a byte-order mark must not glue onto the first word
         for line_number, line in enumerate(handle, start=1):
             line = line.rstrip("\r\n")
             columns = [c.strip() for c in line.split("\t")] if "\t" in line else line.split()
@@ -193,7 +295,7 @@ def _file_line(path: str, kind: str, num_rows: int, row: int) -> int | None:
     if kind == "conll":
         starts = [first_line for first_line, _, _ in _conll_sentences(path)]
     elif kind == "json":
-        with open(path, encoding="utf-8", errors="replace") as handle:
+        with open(path, encoding="utf-8-sig", errors="replace") as handle:
             starts = [number for number, line in enumerate(handle, start=1) if line.strip()]
     else:
         starts = _csv_record_lines(path, kind)[1:]  # the first record is the header
@@ -204,7 +306,7 @@ def _csv_record_lines(path: str, kind: str) -> list[int]:
     """The first line of every record of a CSV/TSV file, skipping blank lines as pandas (datasets' reader) does."""
     dialect: dict[str, Any] = {"delimiter": "\t", "quoting": csv.QUOTE_NONE} if kind == "tsv" else {}
     starts: list[int] = []
-    with open(path, encoding="utf-8", errors="replace", newline="") as handle:
+    with open(path, encoding="utf-8-sig", errors="replace", newline="") as handle:
         reader = csv.reader(handle, **dialect)
         first_line = 1
         for record in reader:
@@ -306,38 +408,154 @@ def _load_file(spec: TaskSpec, split: str, path: str, cache_dir: str | None) -> 
     if os.path.getsize(path) == 0:
         raise ValueError(f"{where}: file {path!r} is empty")
     suffix = Path(path).suffix.lower()
-    if suffix in CONLL_EXTENSIONS:
-        if spec.type != "ner":
-            raise ValueError(f"{where}: {path!r} is a CoNLL column file, which holds NER data only")
-        return _load_conll(spec, where, path, cache_dir)
-    if suffix not in FILE_BUILDERS:
+    if suffix in CONLL_EXTENSIONS and spec.type != "ner":
+        raise ValueError(f"{where}: {path!r} is a CoNLL column file, which holds NER data only")
+    if suffix not in FILE_BUILDERS and suffix not in CONLL_EXTENSIONS:
         known = ", ".join([*FILE_BUILDERS, *CONLL_EXTENSIONS])
         raise ValueError(f"{where}: unsupported file type {suffix or '(none)'!r} of {path!r}; expected one of {known}")
+    _check_utf8(path, where)
+    if suffix in CONLL_EXTENSIONS:
+        return _load_conll(spec, where, path, cache_dir)
     builder, kwargs = FILE_BUILDERS[suffix]
     try:
-        return datasets.load_dataset(builder, data_files={split: path}, split=split, cache_dir=cache_dir, **kwargs)
+        with _quiet_datasets_readers():
+            return datasets.load_dataset(builder, data_files={split: path}, split=split, cache_dir=cache_dir, **kwargs)
     except DatasetGenerationError as err:
-        # datasets wraps the parser's error; surface the real cause together with task, split, file and line.
+        # datasets wraps the parser's error; name the file's line where we can find it ourselves: the parsers count
+        # rows within a block of the file ("in row 2212" of a later block), not lines of the file.
         cause = err.__cause__ or err
-        bad_line = _first_bad_json_line(path) if builder == "json" else None
-        at = f", line {bad_line[0]}: {bad_line[1]}" if bad_line else ""
-        raise ValueError(f"{where}: could not read {path!r}{at} ({type(cause).__name__}: {cause})") from cause
-    except ValueError as err:  # e.g. a CSV file with a header but no rows
-        raise ValueError(f"{where}: could not read {path!r}: {err}") from err
+        bad = _first_bad_json_line(path) if builder == "json" else _first_bad_csv_record(path, suffix[1:])
+        if bad:
+            raise ValueError(f"{where}: could not read {path!r}, line {bad[0]}: {bad[1]}") from cause
+        problem = re.sub(r"\s*\bin row \d+", "", " ".join(str(cause).split()))
+        raise ValueError(f"{where}: could not read {path!r} ({type(cause).__name__}: {problem})") from cause
+    except ValueError as err:
+        if "corresponds to no data" in str(err):  # only blank lines, or a CSV header without rows
+            raise ValueError(f"{where}: file {path!r} has no rows") from err
+        # datasets reads a JSON lines column whose values differ in type (a number among strings) with a fallback
+        # that fails on blank lines, naming nothing: name the line where the types first differ.
+        bad = (_first_bad_json_line(path) or _first_mixed_json_types(path)) if builder == "json" else None
+        if bad:
+            raise ValueError(f"{where}: could not read {path!r}, line {bad[0]}: {bad[1]}") from err
+        raise ValueError(f"{where}: could not read {path!r}: {' '.join(str(err).split())}") from err
+
+
+@contextlib.contextmanager
+def _quiet_datasets_readers() -> Iterator[None]:
+    """datasets' JSON and CSV readers log a parse failure at ERROR before raising it; the raised error is reported
+    (as one line naming file and line), so their multi-line log record would only repeat it."""
+    loggers = [logging.getLogger(f"datasets.packaged_modules.{name}.{name}") for name in ("json", "csv")]
+    levels = [log.level for log in loggers]
+    for log in loggers:
+        log.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        for log, level in zip(loggers, levels):
+            log.setLevel(level)
+
+
+def _check_utf8(path: str, where: str) -> None:
+    """Data files must be UTF-8 (a UTF-8 byte-order mark is fine): else a ``ValueError`` naming the 1-based line and
+    column of the first bad byte. pyarrow's JSON reader would store such bytes and fail only when a row is read,
+    without a file or line; the CSV and CoNLL readers would fail without a line."""
+    with open(path, "rb") as handle:
+        head = handle.read(2)
+        if head in (codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE):
+            raise ValueError(
+                f"{where}: file {path!r} is UTF-16 encoded (it starts with a UTF-16 byte-order mark); save it as UTF-8"
+            )
+        handle.seek(0)
+        decoder = codecs.getincrementaldecoder("utf-8")()
+        try:  # fast path: the whole file in large blocks
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                decoder.decode(block)
+            decoder.decode(b"", final=True)
+            return
+        except UnicodeDecodeError:
+            pass
+        handle.seek(0)
+        for number, line in enumerate(handle, start=1):  # slow path, only for a bad file: find the line
+            try:
+                line.decode("utf-8")
+            except UnicodeDecodeError as err:
+                raise ValueError(
+                    f"{where}: file {path!r}, line {number}, column {err.start + 1}: not valid UTF-8 "
+                    f"(byte 0x{line[err.start]:02x}); save the file as UTF-8"
+                ) from None
 
 
 def _first_bad_json_line(path: str) -> tuple[int, str] | None:
-    """``(line, problem)`` of the first non-blank line of a JSON lines file that is not a JSON object, if any."""
-    with open(path, encoding="utf-8", errors="replace") as handle:
+    """``(line, problem)`` of the first problem of a JSON file: for a JSON document (a file that starts with ``[``),
+    where it stops being valid JSON; for JSON lines, the first non-blank line that is not a JSON object."""
+    with open(path, encoding="utf-8-sig", errors="replace") as handle:
+        text = handle.read()
+    if text.lstrip().startswith("["):
+        try:
+            json.loads(text)
+        except json.JSONDecodeError as err:
+            return err.lineno, f"not valid JSON ({err.msg}, column {err.colno})"
+        return None
+    for number, line in enumerate(text.split("\n"), start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as err:
+            return number, f"not valid JSON ({err.msg}, column {err.colno})"
+        if not isinstance(record, dict):
+            return number, f"expected a JSON object, got {type(record).__name__}"
+    return None
+
+
+def _first_mixed_json_types(path: str) -> tuple[int, str] | None:
+    """``(line, problem)`` of the first JSON line where a field's value has another type (string, number, boolean,
+    list, object; null goes with any) than on an earlier line."""
+    first_seen: dict[str, tuple[str, int]] = {}
+    with open(path, encoding="utf-8-sig", errors="replace") as handle:
         for number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
             try:
-                record = json.loads(line)
-            except json.JSONDecodeError as err:
-                return number, f"not valid JSON ({err.msg})"
-            if not isinstance(record, dict):
-                return number, f"expected a JSON object, got {type(record).__name__}"
+                record = json.loads(line) if line.strip() else None
+            except json.JSONDecodeError:
+                return None
+            for key, value in (record.items() if isinstance(record, dict) else ()):
+                if value is None:
+                    continue
+                kind = _json_type(value)
+                seen, seen_line = first_seen.setdefault(key, (kind, number))
+                if seen != kind:
+                    return number, (
+                        f"field {key!r} is {kind} {value!r}"[:120] + f", but {seen} on line {seen_line}; give every "
+                        "row the same type"
+                    )
+    return None
+
+
+def _json_type(value: Any) -> str:
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, (int, float)):
+        return "a number"
+    return {str: "a string", list: "a list", dict: "an object"}.get(type(value), type(value).__name__)
+
+
+def _first_bad_csv_record(path: str, kind: str) -> tuple[int, str] | None:
+    """``(line, problem)`` of the first record of a CSV/TSV file that the reader refuses: more fields than the header
+    has, or (CSV) a quoted field that is never closed."""
+    dialect: dict[str, Any] = {"delimiter": "\t", "quoting": csv.QUOTE_NONE} if kind == "tsv" else {}
+    with open(path, encoding="utf-8-sig", errors="replace", newline="") as handle:
+        reader = csv.reader(handle, strict=True, **dialect)
+        first_line, width = 1, None
+        try:
+            for record in reader:
+                if len(record) > 1 or (record and record[0].strip()):
+                    if width is None:
+                        width = len(record)
+                    elif len(record) > width:
+                        return first_line, f"{len(record)} fields, but the header has {width}"
+                first_line = reader.line_num + 1
+        except csv.Error as err:
+            return first_line, f"{err} (a quoted field that is not closed?)"
     return None
 
 
@@ -406,24 +624,56 @@ def _resolve_label_list(spec: TaskSpec, raw: datasets.DatasetDict) -> tuple[list
         names = _class_label_names(raw[split].features[column], spec.type)
         if names:
             return names, False
+    if "train" in raw and "train" not in labelled:
+        raise ValueError(
+            f"Task {spec.name!r}, split 'train' ({_origin(spec, raw, 'train')}): no 'labels' given and no column "
+            f"{column!r} to take them from; columns: {', '.join(raw['train'].column_names)}"
+        )
     if "train" not in labelled:
         raise ValueError(
             f"Task {spec.name!r}: no 'labels' given and no train split with column {column!r} to take them from"
         )
     values = raw["train"][column]
-    if spec.type == "ner":
-        values = [tag for tags in values if isinstance(tags, list) for tag in tags]
-    # Anything but strings and numbers (missing or malformed labels) is reported with its row by preprocess_task.
-    numbers = [value for value in values if isinstance(value, (int, float)) and not isinstance(value, bool)]
-    if numbers:
-        raise ValueError(
-            f"Task {spec.name!r}, column {column!r}: labels are numbers (e.g. {numbers[0]!r}); integer labels need "
-            "the task's 'labels' list or a ClassLabel feature to name them"
-        )
-    seen = {value for value in values if isinstance(value, str) and value.strip()}
+    rows = _rows_of(spec, raw, "train")
+    seen: set[str] = set()
+    for row, value in enumerate(values):
+        for tag in (value if spec.type == "ner" and isinstance(value, list) else [value]):
+            # Anything but strings and numbers (missing or malformed labels) is reported by preprocess_task.
+            if _is_number(tag):
+                raise rows.error(
+                    row, column, f"labels are numbers (e.g. {tag!r}); integer labels need the task's 'labels' list "
+                    "or a ClassLabel feature to name them"
+                )
+            if isinstance(tag, str) and tag.strip():
+                seen.add(tag)
     if not seen:
-        raise ValueError(f"Task {spec.name!r}, column {column!r}: the train split has no labels")
+        raise ValueError(f"Task {spec.name!r}, split 'train' ({_origin(spec, raw, 'train')}), column {column!r}: "
+                         "no row has a label")
     return sorted(seen), True
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _rows_of(spec: TaskSpec, raw: datasets.DatasetDict, split: str) -> _Rows:
+    """How to name the rows of ``raw[split]``: with the file and line while the split is the file's rows in order,
+    with the dataset for ``dataset_name`` data, else by row index alone."""
+    source = getattr(raw, "sources", {}).get(split)
+    dataset = raw[split]
+    if source is not None and source.dataset is dataset:
+        return _Rows(spec.name, split, source.path, source.kind, len(dataset))
+    if spec.dataset_name and source is None and isinstance(raw, RawDatasetDict):
+        return _Rows(spec.name, split, origin=f"dataset {spec.dataset_name!r}")
+    return _Rows(spec.name, split)
+
+
+def _origin(spec: TaskSpec, raw: datasets.DatasetDict, split: str) -> str:
+    """Where a split's rows come from, for a message: its file, else the dataset, else ``split <name>``."""
+    source = getattr(raw, "sources", {}).get(split)
+    if source is not None:
+        return source.path
+    return f"dataset {spec.dataset_name!r}" if spec.dataset_name else f"split {split!r}"
 
 
 @dataclass
@@ -435,6 +685,10 @@ class _TagEvidence:
     plain_example: str | None = None  # a tag other than "O" without a prefix
     begin_opens_entity: bool = False  # some B-X follows a word that is not X: IOB2 (in IOB1, B- only splits X from X)
     inside_opens: set[str] = dataclasses.field(default_factory=set)  # types X with an I-X that starts an entity
+    # Where each prefix and the examples were first seen ("in 'labels'", or a sentence given to `add_sentence`), so
+    # that an error can point at them.
+    seen_at: dict[str, Any] = dataclasses.field(default_factory=dict)
+    where: Any = "in 'labels'"  # a string, or (rows, row) for a sentence, named by `_place` only for an error
 
     def add_name(self, tag: str) -> str | None:
         """Record one tag's form; return its entity type if it has a scheme prefix."""
@@ -442,13 +696,19 @@ class _TagEvidence:
         if match is None:
             if tag != OUTSIDE_TAG and self.plain_example is None:
                 self.plain_example = tag
+                self.seen_at["plain"] = self.where
             return None
+        self.seen_at.setdefault(match.group(1), self.where)
         self.prefixes.add(match.group(1))
-        self.prefixed_example = self.prefixed_example or tag
+        if self.prefixed_example is None:
+            self.prefixed_example = tag
+            self.seen_at["prefixed"] = self.where
         return match.group(2)
 
-    def add_sentence(self, tags: Sequence[str | None]) -> None:
+    def add_sentence(self, tags: Sequence[str | None], where: Any = None) -> None:
         """Record one sentence's tags (``None`` for a value that is no valid label; preprocess_task reports it)."""
+        if where is not None:
+            self.where = where
         previous_type: str | None = None
         for tag in tags:
             entity_type = self.add_name(tag) if tag else None
@@ -460,6 +720,15 @@ class _TagEvidence:
             previous_type = entity_type
 
 
+def _place(where: Any) -> str:
+    """A place recorded in :class:`_TagEvidence`, for a message: ``in 'labels'`` or ``in split 'train', row 3 (file,
+    line 9)`` (the line looked up only now, as it reads the file again)."""
+    if isinstance(where, tuple):
+        rows, row = where
+        return "in " + rows.where(row).removeprefix(f"Task {rows.task!r}, ")
+    return str(where)
+
+
 def _detect_tag_scheme(task: str, evidence: _TagEvidence) -> str:
     """The tag scheme of a NER task: "IOB1", "IOB2", "IOBES", "BILOU" or "IO".
 
@@ -468,16 +737,21 @@ def _detect_tag_scheme(task: str, evidence: _TagEvidence) -> str:
     adjacent entities of one type), else IOB2. Prefixed and prefix-less tags together are an error, as are the
     IOBES and BILOU prefixes together.
     """
+    seen_at = {key: _place(where) for key, where in evidence.seen_at.items()}
     if evidence.plain_example and evidence.prefixes:
         raise ValueError(
-            f"Task {task!r}: the tags mix scheme prefixes (e.g. {evidence.prefixed_example!r}) with tags without one "
-            f"(e.g. {evidence.plain_example!r}); use B-/I- (or E-/S-, L-/U-) prefixes on every tag but 'O', or none"
+            f"Task {task!r}: the tags mix scheme prefixes (e.g. {evidence.prefixed_example!r} "
+            f"{seen_at.get('prefixed')}) with tags without one (e.g. {evidence.plain_example!r} "
+            f"{seen_at.get('plain')}); use B-/I- (or E-/S-, L-/U-) prefixes on every tag but 'O', or none"
         )
     if not evidence.prefixes:
         return "IO" if evidence.plain_example else "IOB2"
     if evidence.prefixes & {"E", "S"} and evidence.prefixes & {"L", "U"}:
+        iobes = next(prefix for prefix in "ES" if prefix in evidence.prefixes)
+        bilou = next(prefix for prefix in "LU" if prefix in evidence.prefixes)
         raise ValueError(
-            f"Task {task!r}: the tags mix IOBES prefixes (E-, S-) with BILOU prefixes (L-, U-); use one scheme"
+            f"Task {task!r}: the tags mix IOBES prefixes (E-, S-; {iobes}- {seen_at.get(iobes)}) with BILOU prefixes "
+            f"(L-, U-; {bilou}- {seen_at.get(bilou)}); use one scheme"
         )
     if evidence.prefixes & {"E", "S"}:
         return "IOBES"
@@ -490,21 +764,29 @@ def _with_tag_scheme(spec: TaskSpec, raw: datasets.DatasetDict, labels_derived: 
     """``spec`` with the tag scheme detected from its label names and the tags of every labelled split, and with
     the B- labels needed where an I- tag starts an entity (preprocess_task turns those into B- tags: IOB2)."""
     evidence = _TagEvidence()
-    for label in spec.labels:
-        evidence.add_name(label)
+    if not labels_derived:  # derived labels are the data's tags, which are recorded with their rows below
+        for label in spec.labels:
+            evidence.add_name(label)
     column = spec.label_column_name
-    for dataset in raw.values():
+    for split, dataset in raw.items():
         if column not in dataset.column_names:
             continue
         names = _class_label_names(dataset.features[column], spec.type) or spec.labels
+        rows = _rows_of(spec, raw, split)
+        row = 0
         for batch in dataset.select_columns([column]).iter(batch_size=1000):
             for tags in batch[column]:
                 if isinstance(tags, list):
-                    evidence.add_sentence([_tag_name(tag, names) for tag in tags])
+                    evidence.add_sentence([_tag_name(tag, names) for tag in tags], where=(rows, row))
+                row += 1
     scheme = _detect_tag_scheme(spec.name, evidence)
     stored = "IOB2" if scheme == "IOB1" else scheme
     if spec.tag_scheme is not None and spec.tag_scheme != stored:
-        raise ValueError(f"Task {spec.name!r}: field 'tag_scheme' is {spec.tag_scheme!r}, but the tags are {scheme}")
+        origins = ", ".join(_origin(spec, raw, split) for split in raw if column in raw[split].column_names)
+        raise ValueError(
+            f"Task {spec.name!r}: field 'tag_scheme' is {spec.tag_scheme!r}, but the tags are {scheme} (in "
+            f"{origins})"
+        )
     labels = list(spec.labels)
     if stored != "IOB2" or not evidence.inside_opens:
         return dataclasses.replace(spec, tag_scheme=stored)
@@ -620,6 +902,12 @@ def _label_id(value: Any, label2id: dict[str, int], class_names: list[str] | Non
         names = class_names if class_names is not None else list(label2id)
         if not 0 <= value < len(names):
             raise _LabelError(f"label id {value} is out of range for {len(names)} labels")
+        if class_names is None and str(value) in label2id and names[value] != str(value):
+            # labels ["1", ..., "5"] and the number 3: the label named "3" or the one with id 3 ("4")?
+            raise _LabelError(
+                f"label {value} is a number: as a label id it means {names[value]!r}, but the task also has the "
+                f"label {str(value)!r}; write the labels as strings in the data"
+            )
         value = names[value]
         if value not in label2id:
             raise _LabelError(f"label {value!r} (ClassLabel id) is not one of the task's labels")
@@ -662,14 +950,21 @@ class _Rows:
     path: str | None = None
     kind: str | None = None
     num_rows: int = 0
+    origin: str | None = None  # for rows that come from no file: the dataset they come from
 
-    def error(self, row: int, column: str, problem: str, word: int | None = None) -> ValueError:
-        """The error for a bad value in ``column`` of row ``row`` (index in the split), word ``word`` for NER."""
+    def where(self, row: int) -> str:
+        """``Task 't', split 's', row N (file, line L)``: the row's 1-based file line where it is certain."""
         where = f"Task {self.task!r}, split {self.split!r}, row {row}"
         if self.path is not None:
             line = _file_line(self.path, self.kind, self.num_rows, row)
             where += f" ({self.path}, line {line})" if line is not None else f" ({self.path})"
-        where += f", column {column!r}" + (f", word {word}" if word is not None else "")
+        elif self.origin is not None:
+            where += f" ({self.origin})"
+        return where
+
+    def error(self, row: int, column: str, problem: str, word: int | None = None) -> ValueError:
+        """The error for a bad value in ``column`` of row ``row`` (index in the split), word ``word`` for NER."""
+        where = self.where(row) + f", column {column!r}" + (f", word {word}" if word is not None else "")
         return ValueError(f"{where}: {problem}")
 
 
@@ -888,19 +1183,15 @@ def preprocess_task(
     if isinstance(encoder_config, MultiTaskConfig):
         encoder_config = encoder_config.encoder
     max_length = _length_limit(max_seq_length, tokenizer, encoder_config)
-    sources: dict[str, DataSource] = getattr(raw, "sources", {})
 
     processed = TaskDatasetDict()
     processed.truncation_report = {}
     processed.skipped_report = {}
     for split, dataset in raw.items():
-        source = sources.get(split)
-        if source is not None and source.dataset is dataset:  # the file's rows, in order: lines can be named
-            rows = _Rows(spec.name, split, source.path, source.kind, len(dataset))
-        else:
-            rows = _Rows(spec.name, split)
+        rows = _rows_of(spec, raw, split)  # the file and line, while the split is the file's rows in order
         columns = dataset.column_names
-        where = f"Task {spec.name!r}, split {split!r}" + (f" ({rows.path})" if rows.path else "")
+        where = f"Task {spec.name!r}, split {split!r}" + (f" ({rows.path or rows.origin})" if rows.path or rows.origin
+                                                            else "")
         if spec.text_column_name not in columns:
             raise ValueError(f"{where}: column {spec.text_column_name!r} not found; columns: {', '.join(columns)}")
         label_column = spec.label_column_name if spec.label_column_name in columns else None
@@ -963,6 +1254,11 @@ def preprocess_task(
                 )
             skipped = len(dataset) - len(encoded)
             processed.skipped_report[split] = (skipped, len(dataset))
+            if skipped and not len(encoded):
+                raise ValueError(
+                    f"{where}: the text (column {spec.text_column_name!r}) of every one of the {len(dataset)} rows is "
+                    "empty: nothing to train on"
+                )
             if skipped:
                 logger.warning(
                     "task %r, split %r: skipped %d of %d rows whose text (column %r) is empty",

@@ -7,6 +7,7 @@ instantiated directly.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 
 import datasets
@@ -116,3 +117,29 @@ def main_metric(spec: TaskSpec) -> str:
     if spec.type == "classification":
         return "accuracy"
     return "token_accuracy" if spec.tag_scheme == "IO" else "f1"
+
+
+# A tag that carries a scheme prefix (B-, I-, E-, S-, L-, U-), as seqeval reads it.
+_SCHEME_PREFIX = re.compile(r"^[BIESLU]-")
+
+
+def metric_names(spec: TaskSpec) -> list[str]:
+    """Every metric that evaluating task ``spec`` can report, without the ``<prefix>_<task>_`` of the reported key
+    (``eval_ner_PER_f1`` -> ``PER_f1``): ``loss`` and the scores of :class:`ClassificationMetric` (``accuracy``,
+    ``macro_f1``) or :class:`SeqevalMetric`. Per-type (span schemes) or per-tag (IO) ``<X>_f1`` scores are reported
+    only for the types seen in an evaluation's references or predictions; this lists every one the task's labels
+    allow, so it is the set of names that CAN appear (what ``metric_for_best_model`` may name). Keys that a user's
+    ``compute_metrics`` adds are not included. For NER, ``spec.labels`` must be set (see ``resolve_labels``).
+    """
+    if spec.type == "classification":
+        return ["loss", "accuracy", "macro_f1"]
+    if not spec.labels:
+        raise ValueError(f"Task {spec.name!r}: labels are not set; the per-type metrics of a NER task follow them")
+    if spec.tag_scheme == "IO":
+        per_type = sorted(set(spec.labels) - {OUTSIDE_TAG})
+        names = ["loss", "token_accuracy", "macro_f1"]
+    else:
+        # seqeval's entity type of a tag: what follows the prefix letter, without the '-' around it.
+        per_type = sorted({label[1:].strip("-") or "_" for label in spec.labels if _SCHEME_PREFIX.match(label)})
+        names = ["loss", "precision", "recall", "f1", "token_accuracy"]
+    return list(dict.fromkeys(names + [f"{name}_f1" for name in per_type]))

@@ -13,6 +13,7 @@ import transformers
 
 import mtl_hf
 from mtl_hf import MultiTaskConfig, MultiTaskModel, TaskSpec
+from mtl_hf.configuration_multitask import MAX_TASK_NAME_LENGTH, reserved_task_names
 from mtl_hf.metrics import main_metric
 from tests.conftest import tiny_encoder_config
 
@@ -128,3 +129,97 @@ def test_remote_code_imports_only_public_transformers_api(filename: str) -> None
             assert name and not name.startswith("_") and hasattr(transformers.utils, name), where
         else:
             pytest.fail(f"{where}: imports from the internal module {module}")
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Task names and field types
+# --------------------------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["topic", "news-topic", "ner_2", "A", "sst2", "x" * MAX_TASK_NAME_LENGTH])
+def test_safe_task_names_are_accepted_and_work_as_head_keys(name: str) -> None:
+    spec = TaskSpec(name=name, type="classification", labels=["a", "b"])
+    heads = torch.nn.ModuleDict({spec.name: torch.nn.Linear(2, 2)})
+    assert list(heads) == [name]
+
+
+@pytest.mark.parametrize(
+    ("name", "message"),
+    [
+        ("a.b", "Task name 'a.b' (field 'name') is not allowed: use letters, digits, '_' and '-', starting with a "
+                "letter"),
+        ("news/topic", "Task name 'news/topic' (field 'name') is not allowed"),
+        ("my task", "Task name 'my task' (field 'name') is not allowed"),
+        ("-x", "Task name '-x' (field 'name') is not allowed"),
+        ("2nd", "Task name '2nd' (field 'name') is not allowed"),
+        ("_private", "Task name '_private' (field 'name') is not allowed"),
+        ("x" * (MAX_TASK_NAME_LENGTH + 1), f"is {MAX_TASK_NAME_LENGTH + 1} characters long; at most"),
+        ("", "Task name must be a non-empty string, got ''"),
+        (7, "Task name must be a non-empty string, got 7"),
+        (None, "Task name must be a non-empty string, got None"),
+        ("keys", "Task name 'keys' (field 'name') is reserved: it is an attribute of torch.nn.ModuleDict"),
+        ("type", "Task name 'type' (field 'name') is reserved"),
+    ],
+)
+def test_unsafe_task_names_are_refused(name: object, message: str) -> None:
+    with pytest.raises(ValueError) as info:
+        TaskSpec(name=name, type="ner")
+    assert message in str(info.value)
+
+
+def test_reserved_task_names_are_those_the_heads_moduledict_refuses() -> None:
+    """Every name that passes the pattern but is an attribute of ModuleDict makes ModuleDict raise (the crash the
+    rule prevents); the rule is read from torch, so it is exactly that set."""
+    reserved = reserved_task_names()
+    assert {"keys", "items", "values", "update", "pop", "train", "eval", "forward", "training", "to"} <= reserved
+    for name in reserved:
+        with pytest.raises(KeyError):
+            torch.nn.ModuleDict({name: torch.nn.Linear(1, 1)})
+        with pytest.raises(ValueError, match="is reserved"):
+            TaskSpec(name=name, type="ner")
+
+
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        ({"labels": "sport"}, "field 'labels' must be a list of label names, got str 'sport'"),
+        ({"labels": {"a": 0}}, "field 'labels' must be a list of label names, got dict"),
+        ({"labels": ["a", True]}, "field 'labels' item 2 is bool True, not a string"),
+        ({"labels": [1, 2]}, "field 'labels' item 1 is int 1, not a string"),
+        ({"labels": ["a", " "]}, "field 'labels' item 2 is blank"),
+        ({"labels": ["a", "a"]}, "field 'labels' has the duplicate label 'a'"),
+        ({"labels": []}, "field 'labels' is empty"),
+        ({"weight": float("nan")}, "field 'weight' must be a finite number > 0, got nan"),
+        ({"weight": float("inf")}, "field 'weight' must be a finite number > 0, got inf"),
+        ({"weight": 0}, "field 'weight' must be a finite number > 0, got 0"),
+        ({"weight": True}, "field 'weight' must be a finite number > 0, got True"),
+        ({"weight": "2"}, "field 'weight' must be a finite number > 0, got '2'"),
+        ({"dropout": "0.1"}, "field 'dropout' must be a number in [0, 1), got '0.1'"),
+        ({"dropout": float("nan")}, "field 'dropout' must be a number in [0, 1), got nan"),
+        ({"dropout": 1}, "field 'dropout' must be a number in [0, 1), got 1"),
+        ({"train_file": 123}, "field 'train_file' must be a non-empty string, got int 123"),
+        ({"validation_file": ["a", "b"]}, "field 'validation_file' must be one string, got list ['a', 'b']"),
+        ({"dataset_name": ""}, "field 'dataset_name' must be a non-empty string, got str ''"),
+        ({"label_column_name": 3}, "field 'label_column_name' must be a non-empty string, got int 3"),
+    ],
+)
+def test_field_types_are_checked(fields: dict, message: str) -> None:
+    with pytest.raises(ValueError) as info:
+        TaskSpec(name="x", type="classification", **fields)
+    assert str(info.value).startswith(f"Task 'x': {message}")
+
+
+def test_good_field_values_keep_their_meaning() -> None:
+    spec = TaskSpec(name="x", type="classification", labels=("a", "b"), weight=2, dropout=0)
+    assert spec.labels == ["a", "b"] and spec.weight == 2.0 and isinstance(spec.weight, float) and spec.dropout == 0
+
+
+def test_task_names_must_differ_in_more_than_case() -> None:
+    tasks = [TaskSpec(name="ner", type="ner", labels=["O"]), TaskSpec(name="NER", type="ner", labels=["O"])]
+    with pytest.raises(ValueError, match="Task 'NER': field 'name' differs from task 'ner' in letter case only"):
+        MultiTaskConfig(encoder=tiny_encoder_config("bert", 100), tasks=tasks)
+    config = MultiTaskConfig(encoder=tiny_encoder_config("bert", 100), tasks=tasks[:1])
+    with pytest.raises(ValueError, match="Task 'NER': field 'name' differs from task 'ner'"):
+        config.add_task(tasks[1])
+    with pytest.raises(ValueError, match="Task 'ner': field 'name' is used by more than one task"):
+        config.add_task(tasks[0])

@@ -3,6 +3,7 @@ resolution, tokenization with label alignment, the bad-input errors, caching and
 
 from __future__ import annotations
 
+import codecs
 import json
 import logging
 import os
@@ -28,6 +29,7 @@ from mtl_hf.data import (
     preprocess_task,
     read_conll,
     resolve_labels,
+    task_file_entries,
 )
 from mtl_hf.metrics import SeqevalMetric
 from tests.conftest import tiny_encoder_config
@@ -132,8 +134,9 @@ def test_load_task_file_json(tmp_path: Path) -> None:
         ("extra.yaml", "tasks: [{name: a, type: ner}]\nseed: 1\n", "unknown top-level key(s) seed"),
         ("empty.yaml", "tasks: []\n", "non-empty list"),
         ("scalar.yaml", "tasks: [3]\n", "task #1 is not a mapping"),
-        ("field.yaml", "tasks:\n  - {name: a, type: ner, colour: red}\n", "task #1: Task 'a': unknown field(s) colour"),
-        ("type.yaml", "tasks:\n  - {name: a, type: regression}\n", "task #1: Task 'a': field 'type'"),
+        ("field.yaml", "tasks:\n  - {name: a, type: ner, colour: red}\n",
+         "task #1 (line 2): Task 'a': unknown field(s) colour"),
+        ("type.yaml", "tasks:\n  - {name: a, type: regression}\n", "task #1 (line 2): Task 'a': field 'type'"),
         ("noname.yaml", "tasks:\n  - {type: ner}\n", "missing required field 'name'"),
         ("twice.yaml", "tasks:\n  - {name: a, type: ner}\n  - {name: a, type: ner}\n", "used by more than one"),
         ("tasks.txt", "tasks: []\n", "expected a .yaml, .yml or .json file"),
@@ -145,6 +148,60 @@ def test_load_task_file_errors_name_the_file(tmp_path: Path, name: str, content:
     with pytest.raises(ValueError, match="Task file") as info:
         load_task_file(path)
     assert str(path) in str(info.value) and message in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "message"),
+    [
+        ("latin1.yaml", "tasks:\n  - name: caf\xe9\n".encode("latin-1"),
+         "', line 2, column 14: not valid UTF-8 (byte 0xe9); save the file as UTF-8"),
+        ("utf16.yaml", "tasks: []\n".encode("utf-16"), "' is UTF-16 encoded"),
+        ("empty.yaml", b"", "' is empty"),
+        ("comments.yaml", b"# later\n", "' is empty"),
+        # PyYAML puts the line and column on lines of their own: they must be on the first.
+        ("indent.yaml", b"tasks:\n  - name: a\n    type: ner\n  - name: b\n     type: ner\n",
+         "' is not valid YAML: line 5, column 10: mapping values are not allowed here"),
+        ("flow.yaml", b"tasks: [\n  {name: a, type: ner\n",
+         "' is not valid YAML: line 3, column 1: expected ',' or '}', but got '<stream end>' (while parsing a flow "
+         "mapping at line 2, column 3)"),
+        ("trailing.json", b'{"tasks": [\n  {"name": "a",}\n]}',
+         "' is not valid JSON: line 2, column 16: Expecting property name enclosed in double quotes"),
+        ("null.yaml", b"tasks:\n", "': 'tasks' must be a non-empty list of task entries, got nothing"),
+        ("mapping.yaml", b"tasks: {a: 1}\n", "': 'tasks' must be a non-empty list of task entries, got mapping"),
+        ("list.yaml", b"- name: a\n", "': expected a mapping with the top-level key 'tasks', found a list"),
+        ("intkey.yaml", b"tasks:\n  - {name: a, type: ner, 1: x}\n",
+         "', task #1 (line 2): Task 'a': unknown field(s) 1;"),
+        ("case.yaml", b"tasks:\n  - name: ner\n    type: ner\n  - name: NER\n    type: ner\n",
+         "', task #2 (line 4): Task 'NER': field 'name' differs from task 'ner' in letter case only"),
+        ("dotname.json", b'{"tasks": [{"name": "a.b", "type": "ner"}]}', "', task #1: Task name 'a.b' (field 'name')"),
+    ],
+)
+def test_task_file_errors_are_one_line_naming_file_and_place(
+    tmp_path: Path, name: str, content: bytes, message: str
+) -> None:
+    path = tmp_path / name
+    path.write_bytes(content)
+    with pytest.raises(ValueError) as info:
+        load_task_file(path)
+    assert str(info.value).startswith(f"Task file '{path}") and message in str(info.value)
+    assert "\n" not in str(info.value)
+
+
+def test_task_file_with_utf8_bom_and_relative_paths(tmp_path: Path) -> None:
+    (tmp_path / "tasks.json").write_bytes(codecs.BOM_UTF8 + b'{"tasks": [{"name": "ner", "type": "ner", '
+                                          b'"train_file": "train.conll"}]}')
+    (tmp_path / "tasks.yaml").write_bytes(
+        codecs.BOM_UTF8 + b"tasks:\n  - {name: ner, type: ner, train_file: a.conll}\n"
+    )
+    assert load_task_file(tmp_path / "tasks.json")[0].train_file == str(tmp_path / "train.conll")
+    assert load_task_file(tmp_path / "tasks.yaml")[0].train_file == str(tmp_path / "a.conll")
+    assert task_file_entries(tmp_path / "tasks.yaml") == [{"name": "ner", "type": "ner", "train_file": "a.conll"}]
+
+
+def test_blank_data_paths_are_not_resolved_to_the_task_file_folder(tmp_path: Path) -> None:
+    (tmp_path / "tasks.yaml").write_text("tasks:\n  - {name: ner, type: ner, train_file: ' '}\n")
+    with pytest.raises(ValueError, match=r"task #1 \(line 2\): Task 'ner': field 'train_file' must be a non-empty"):
+        load_task_file(tmp_path / "tasks.yaml")
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -193,6 +250,63 @@ def test_conll_line_without_tag_names_file_and_line(tmp_path: Path) -> None:
     message = str(info.value)
     assert "Task 'ner', split 'train'" in message and f"{path}, line 4" in message and "two columns" in message
     assert not isinstance(info.value, datasets.exceptions.DatasetGenerationError)
+
+
+def test_utf8_byte_order_marks_are_dropped(tmp_path: Path, bert_tokenizer) -> None:
+    """Windows editors start UTF-8 files with a BOM: it must not glue onto `-DOCSTART-` (which then became a
+    sentence of its own), a JSON key or a CSV column name, nor shift the lines that errors name."""
+    conll = tmp_path / "train.conll"
+    conll.write_bytes(codecs.BOM_UTF8 + b"-DOCSTART- -X- O O\n\nJohn B-PER\nlives O\n\nParis B-LOC\n")
+    jsonl = tmp_path / "dev.jsonl"
+    jsonl.write_bytes(codecs.BOM_UTF8 + b'{"tokens": ["Mary"], "ner_tags": ["B-PER"]}\n')
+    spec = TaskSpec(name="ner", type="ner", train_file=str(conll), validation_file=str(jsonl))
+    raw = load_raw_datasets(spec, cache_dir=str(tmp_path / "cache"))
+    assert raw["train"][:] == {"tokens": [["John", "lives"], ["Paris"]], "ner_tags": [["B-PER", "O"], ["B-LOC"]]}
+    assert raw["validation"][:] == {"tokens": [["Mary"]], "ner_tags": [["B-PER"]]}
+
+    csv_path = tmp_path / "train.csv"
+    csv_path.write_bytes(codecs.BOM_UTF8 + b"text,label\nstocks rose,business\nteam won,weather\n")
+    topic = TaskSpec(name="topic", type="classification", labels=["business", "sport"], train_file=str(csv_path))
+    raw = load_raw_datasets(topic, cache_dir=str(tmp_path / "cache"))
+    assert raw["train"].column_names == ["text", "label"]
+    with pytest.raises(ValueError) as info:
+        preprocess_task(topic, raw, bert_tokenizer, max_seq_length=16)
+    assert str(info.value).startswith(f"Task 'topic', split 'train', row 1 ({csv_path}, line 3), column 'label'")
+
+    broken = tmp_path / "broken.jsonl"
+    broken.write_bytes(codecs.BOM_UTF8 + b'{"text": "a", "label": "b"}\n{"text": \n')
+    with pytest.raises(ValueError) as info:
+        load_raw_datasets(TaskSpec(name="x", type="classification", train_file=str(broken)), cache_dir=str(tmp_path))
+    assert f"could not read {str(broken)!r}, line 2: not valid JSON" in str(info.value)
+
+
+@pytest.mark.parametrize("suffix", [".jsonl", ".csv", ".conll"])
+def test_invalid_utf8_names_file_line_and_column(tmp_path: Path, suffix: str) -> None:
+    """Checked in blocks of 1 MiB: a character split across two blocks is fine, and a bad byte after the first
+    block is still named by its line and column."""
+    row = {".jsonl": '{"tokens": ["a"], "ner_tags": ["O"]}\n', ".csv": "tokens,ner_tags\n", ".conll": "a O\n"}[suffix]
+    lines = [row.encode()] * ((1 << 20) // len(row) - 1)
+    body = b"".join(lines)
+    path = tmp_path / f"train{suffix}"
+    if suffix == ".conll":  # "é" (2 bytes) starts on the last byte of the first block
+        path.write_bytes(body + b"a" * ((1 << 20) - 1 - len(body)) + "\u00e9 O\n".encode())
+        raw = load_raw_datasets(TaskSpec(name="x", type="ner", train_file=str(path)), cache_dir=str(tmp_path / "c"))
+        assert raw["train"][0]["tokens"][-1] == "a" * ((1 << 20) - 1 - len(body)) + "\u00e9"
+    path.write_bytes(body + row.encode() + b"caf\xe9" + row.encode())
+    with pytest.raises(ValueError) as info:
+        load_raw_datasets(TaskSpec(name="x", type="ner", train_file=str(path)), cache_dir=str(tmp_path / "cache"))
+    assert str(info.value) == (
+        f"Task 'x', split 'train': file {str(path)!r}, line {len(lines) + 2}, column 4: not valid UTF-8 (byte 0xe9); "
+        "save the file as UTF-8"
+    )
+
+
+def test_a_json_document_error_names_its_line(tmp_path: Path) -> None:
+    path = tmp_path / "train.json"
+    path.write_text('[\n  {"text": "a", "label": "b"},\n  {"text": "c" "label": "d"}\n]\n')
+    with pytest.raises(ValueError) as info:
+        load_raw_datasets(TaskSpec(name="x", type="classification", train_file=str(path)), cache_dir=str(tmp_path))
+    assert str(info.value).startswith(f"Task 'x', split 'train': could not read {str(path)!r}, line 3: not valid JSON")
 
 
 def test_conll_cache_follows_file_changes(tmp_path: Path) -> None:
@@ -311,8 +425,12 @@ def test_int_labels_need_a_label_list(tmp_path: Path, bert_tokenizer) -> None:
     rows = [{"text": "stocks rose", "label": 0}, {"text": "team won", "label": 1}]
     spec = topic_spec(tmp_path, rows, labels=None)
     raw = load_raw_datasets(spec, cache_dir=str(tmp_path / "cache"))
-    with pytest.raises(ValueError, match="Task 'topic', column 'label': labels are numbers"):
+    with pytest.raises(ValueError) as info:
         resolve_labels(spec, raw)
+    assert str(info.value).startswith(
+        f"Task 'topic', split 'train', row 0 ({tmp_path / 'topic_train.jsonl'}, line 1), column 'label': labels are "
+        "numbers (e.g. 0)"
+    )
     with_list = TaskSpec(**{**spec.__dict__, "labels": ["business", "sport"]})
     out = preprocess_task(resolve_labels(with_list, raw), raw, bert_tokenizer, max_seq_length=16)
     assert out["train"]["labels"][:] == [0, 1]
@@ -439,21 +557,26 @@ def test_pos_tags_are_prefix_less_io_tags_scored_per_word(tmp_path: Path, bert_t
 @pytest.mark.parametrize(
     ("tags", "message"),
     [
-        (["B-PER", "PER"], "the tags mix scheme prefixes (e.g. 'B-PER') with tags without one (e.g. 'PER')"),
-        (["S-PER", "U-LOC"], "the tags mix IOBES prefixes (E-, S-) with BILOU prefixes (L-, U-)"),
+        (["B-PER", "PER"], "the tags mix scheme prefixes (e.g. 'B-PER' in split 'train', row 0 ({path}, line 3)) "
+                           "with tags without one (e.g. 'PER' in split 'train', row 1 ({path}, line 6))"),
+        (["S-PER", "U-LOC"], "the tags mix IOBES prefixes (E-, S-; S- in split 'train', row 0 ({path}, line 3)) with "
+                             "BILOU prefixes (L-, U-; U- in split 'train', row 1 ({path}, line 6))"),
     ],
 )
 def test_mixed_tag_schemes_are_an_error_naming_the_task(tmp_path: Path, tags: list[str], message: str) -> None:
     spec = conll_task(tmp_path, {"train": [[("john", tags[0]), ("lives", "O")], [("paris", tags[1])]]})
     with pytest.raises(ValueError) as info:
         resolve_labels(spec, load_raw_datasets(spec, cache_dir=str(tmp_path / "cache")))
-    assert str(info.value).startswith(f"Task 'ner': {message}")
+    assert str(info.value).startswith(f"Task 'ner': {message.format(path=tmp_path / 'train.conll')}")
 
 
 def test_a_given_tag_scheme_must_match_the_data(tmp_path: Path) -> None:
     spec = conll_task(tmp_path, {"train": [[("john", "U-PER"), ("lives", "O")]]}, tag_scheme="IOBES")
-    with pytest.raises(ValueError, match="Task 'ner': field 'tag_scheme' is 'IOBES', but the tags are BILOU"):
+    with pytest.raises(ValueError) as info:
         resolve_labels(spec, load_raw_datasets(spec, cache_dir=str(tmp_path / "cache")))
+    assert str(info.value) == (
+        f"Task 'ner': field 'tag_scheme' is 'IOBES', but the tags are BILOU (in {tmp_path / 'train.conll'})"
+    )
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -923,7 +1046,8 @@ def test_collator_without_labels(tmp_path: Path, bert_tokenizer) -> None:
     ("name", "content", "message"),
     [
         ("empty.jsonl", "", "is empty"),
-        ("header.csv", "text,label\n", "could not read"),
+        ("header.csv", "text,label\n", "header.csv' has no rows"),
+        ("blank.jsonl", "\n  \n\n", "blank.jsonl' has no rows"),
         ("broken.jsonl", '{"text": "a", "label": "b"}\n\n{"text": \n', "broken.jsonl', line 3: not valid JSON"),
         ("list.jsonl", '{"text": "a", "label": "b"}\n["a", "b"]\n', "list.jsonl', line 2: expected a JSON object"),
     ],

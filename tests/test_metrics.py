@@ -6,10 +6,13 @@ from pathlib import Path
 
 import evaluate
 import pytest
+from transformers import TrainerCallback
 
+from mtl_hf import MultiTaskTrainer, MultiTaskTrainingArguments
 from mtl_hf.configuration_multitask import TaskSpec
 from mtl_hf.data import load_raw_datasets, preprocess_task, resolve_labels
-from mtl_hf.metrics import ClassificationMetric, SeqevalMetric, main_metric
+from mtl_hf.metrics import ClassificationMetric, SeqevalMetric, main_metric, metric_names
+from tests.trainer_fixtures import NER, TOPIC, make_model, make_tokenizer, tokenized
 
 
 def test_metrics_are_evaluate_metrics_usable_offline() -> None:
@@ -119,3 +122,66 @@ def test_iob1_references_are_scored_right_after_conversion(tmp_path: Path, bert_
 )
 def test_main_metric(spec: TaskSpec, metric: str) -> None:
     assert main_metric(spec) == metric
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# metric_names: what evaluation can report, checked against what it does report
+# --------------------------------------------------------------------------------------------------------------------
+
+
+def test_metric_names_are_the_keys_a_real_evaluation_reports(tmp_path: Path) -> None:
+    """The evaluations during training (what `metric_for_best_model` is looked up in), on data whose references hold
+    every entity type: their `eval_<task>_*` keys are exactly metric_names(spec), for a classification and a NER
+    task. (An evaluate() before any training also reports Trainer's `<task>_model_preparation_time`, a timing.)"""
+    tokenizer = make_tokenizer(tmp_path / "tok")
+    events = []
+
+    class Events(TrainerCallback):
+        def on_evaluate(self, args, state, control, metrics=None, **kwargs):
+            events.append(dict(metrics))
+
+    trainer = MultiTaskTrainer(
+        model=make_model(tokenizer.vocab_size),
+        args=MultiTaskTrainingArguments(str(tmp_path / "out"), use_cpu=True, report_to=[], save_strategy="no",
+                                        disable_tqdm=True, per_device_train_batch_size=4, per_device_eval_batch_size=8,
+                                        max_steps=2, eval_strategy="steps", eval_steps=1),
+        train_dataset=tokenized(tokenizer, 8),
+        eval_dataset=tokenized(tokenizer, 8, seed=40),
+        processing_class=tokenizer,
+        callbacks=[Events()],
+    )
+    trainer.train()
+    assert len(events) == 2
+    for spec in (TOPIC, NER):
+        prefix = f"eval_{spec.name}_"
+        for metrics in events:
+            reported = {key.removeprefix(prefix) for key in metrics if key.startswith(prefix)}
+            assert reported == set(metric_names(spec)), spec.name
+    assert metric_names(NER) == ["loss", "precision", "recall", "f1", "token_accuracy", "LOC_f1", "PER_f1"]
+    assert metric_names(TOPIC) == ["loss", "accuracy", "macro_f1"]
+
+
+@pytest.mark.parametrize(
+    ("scheme", "labels", "sentences"),
+    [
+        ("IOB2", ["O", "B-PER", "I-PER", "B-LOC", "I-LOC", "B-MISC"],
+         [["B-PER", "I-PER", "O", "B-LOC", "I-LOC"], ["B-MISC", "O"]]),
+        ("IOBES", ["O", "B-PER", "E-PER", "S-LOC", "S-ORG"], [["B-PER", "E-PER", "O", "S-LOC"], ["S-ORG"]]),
+        ("BILOU", ["O", "B-PER", "L-PER", "U-LOC", "U-ORG"], [["B-PER", "L-PER", "O", "U-LOC"], ["U-ORG"]]),
+        ("IO", ["O", "NN", "VB", "JJ"], [["NN", "VB", "O"], ["JJ"]]),
+    ],
+)
+def test_metric_names_match_seqeval_when_every_type_appears(scheme: str, labels: list[str], sentences) -> None:
+    spec = TaskSpec(name="tags", type="ner", labels=labels, tag_scheme=scheme)
+    scores = SeqevalMetric().compute(predictions=sentences, references=sentences, scheme=scheme)
+    assert {"loss", *scores} == set(metric_names(spec))
+    # With some types absent from references and predictions, fewer keys appear, never others.
+    partial = [[tag if i == 0 else "O" for i, tag in enumerate(sentence)] for sentence in sentences]
+    scores = SeqevalMetric().compute(predictions=partial, references=partial, scheme=scheme)
+    assert {"loss", *scores} < set(metric_names(spec))
+
+
+def test_metric_names_of_a_ner_task_need_its_labels() -> None:
+    with pytest.raises(ValueError, match="Task 'ner': labels are not set"):
+        metric_names(TaskSpec(name="ner", type="ner"))
+    assert metric_names(TaskSpec(name="topic", type="classification")) == ["loss", "accuracy", "macro_f1"]
