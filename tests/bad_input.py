@@ -19,17 +19,20 @@ ERROR_PREFIX = "run_mtl.py: error: "
 
 
 def snapshot(directory: Path) -> dict[str, tuple[int, int]]:
-    """Every file under `directory` with its size and modification time (empty if the folder does not exist)."""
+    """Every file under `directory` with its size and modification time, and every folder (`name/`, the folder itself
+    `./`), so that an empty folder left behind counts as a change too. Empty if the folder does not exist."""
     if not directory.exists():
         return {}
     if directory.is_file():
         stat = directory.stat()
         return {".": (stat.st_size, stat.st_mtime_ns)}
-    return {
-        str(path.relative_to(directory)): (path.stat().st_size, path.stat().st_mtime_ns)
-        for path in sorted(directory.rglob("*"))
-        if path.is_file()
-    }
+    found = {"./": (0, 0)}
+    for path in sorted(directory.rglob("*")):
+        if path.is_dir():
+            found[f"{path.relative_to(directory)}/"] = (0, 0)
+        elif path.is_file():
+            found[str(path.relative_to(directory))] = (path.stat().st_size, path.stat().st_mtime_ns)
+    return found
 
 
 @dataclass
