@@ -68,7 +68,7 @@ from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
 from mtl_hf import MultiTaskModel, MultiTaskTrainer, MultiTaskTrainingArguments, NonFiniteLossError, TaskSpec
 from mtl_hf.configuration_multitask import MODEL_FIELDS
-from mtl_hf.data import load_and_preprocess, load_task_file, load_tokenizer
+from mtl_hf.data import load_and_preprocess, load_task_file, load_tokenizer, task_file_entries
 from mtl_hf.metrics import metric_names
 
 logger = logging.getLogger(__name__)
@@ -103,7 +103,7 @@ class DataTrainingArguments:
     tasks: str | None = field(
         default=None, metadata={"help": "Task file (YAML or JSON). Default: the demo tasks bundled with mtl_hf."}
     )
-    max_seq_length: int = field(default=128, metadata={"help": "Longer inputs are truncated (NER: counted)."})
+    max_seq_length: int = field(default=128, metadata={"help": "Longer inputs are truncated (counted and reported per task and split)."})
     label_all_tokens: bool = field(
         default=False,
         metadata={"help": "NER training: also label continuation sub-tokens (with the I- tag), as run_ner.py does."},
@@ -522,9 +522,7 @@ def is_trained_model(config: AutoConfig) -> bool:
 def fields_given(task_file: Path) -> dict[str, set[str]]:
     """The fields each task entry of the task file sets itself; TaskSpec fills in defaults for the others, which must
     not override what a trained model already has."""
-    text = task_file.read_text(encoding="utf-8")
-    content = json.loads(text) if task_file.suffix.lower() == ".json" else yaml.safe_load(text)
-    return {str(entry["name"]): set(entry) for entry in content["tasks"]}
+    return {str(entry["name"]): set(entry) for entry in task_file_entries(task_file)}
 
 
 def continue_trained_tasks(config: AutoConfig, specs: list[TaskSpec], given: dict[str, set[str]],

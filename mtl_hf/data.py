@@ -296,7 +296,10 @@ def _file_line(path: str, kind: str, num_rows: int, row: int) -> int | None:
         starts = [first_line for first_line, _, _ in _conll_sentences(path)]
     elif kind == "json":
         with open(path, encoding="utf-8-sig", errors="replace") as handle:
-            starts = [number for number, line in enumerate(handle, start=1) if line.strip()]
+            lines = [(number, line) for number, line in enumerate(handle, start=1) if line.strip()]
+        if lines and lines[0][1].lstrip().startswith("["):
+            return None  # one JSON document (an array of rows): rows and lines need not correspond
+        starts = [number for number, _ in lines]
     else:
         starts = _csv_record_lines(path, kind)[1:]  # the first record is the header
     return starts[row] if len(starts) == num_rows and 0 <= row < num_rows else None
@@ -1128,7 +1131,7 @@ class TaskDatasetDict(datasets.DatasetDict):
 
 
 def _length_limit(
-    max_seq_length: int, tokenizer: PreTrainedTokenizerBase, encoder_config: PreTrainedConfig | None
+    max_seq_length: int, tokenizer: PreTrainedTokenizerBase, encoder_config: PreTrainedConfig | None, task: str
 ) -> int:
     """``max_seq_length``, capped (with a warning) by what the tokenizer and, when given, the encoder allow."""
     tokenizer_limit = tokenizer.model_max_length
@@ -1144,7 +1147,7 @@ def _length_limit(
         allowed_by = f"the tokenizer's model_max_length={tokenizer_limit}"
     if max_seq_length <= limit:
         return max_seq_length
-    logger.warning("max_seq_length=%d is longer than %s; using %d", max_seq_length, allowed_by, limit)
+    logger.warning("task %r: max_seq_length=%d is longer than %s; using %d", task, max_seq_length, allowed_by, limit)
     return limit
 
 
@@ -1182,7 +1185,7 @@ def preprocess_task(
     tokenizer = prepare_tokenizer(tokenizer)
     if isinstance(encoder_config, MultiTaskConfig):
         encoder_config = encoder_config.encoder
-    max_length = _length_limit(max_seq_length, tokenizer, encoder_config)
+    max_length = _length_limit(max_seq_length, tokenizer, encoder_config, spec.name)
 
     processed = TaskDatasetDict()
     processed.truncation_report = {}

@@ -76,6 +76,9 @@ class MultiTaskModelCardData:
     hyperparameters: dict[str, Any] = field(default_factory=dict)
     world_size: int = 1
     has_training_curves: bool = False
+    license: str | None = None
+    language: list[str] = field(default_factory=list)
+    tags: list[str] = field(default_factory=list)
 
     @property
     def base_model_is_on_hub(self) -> bool:
@@ -87,6 +90,11 @@ class MultiTaskModelCardData:
                                 for t in self.tasks})
         lines = ["---", "library_name: transformers", "tags:", "- mtl_hf", "- multi-task"]
         lines += [f"- {tag}" for tag in pipeline_tags]
+        lines += [f"- {tag}" for tag in self.tags if tag not in ("mtl_hf", "multi-task", *pipeline_tags)]
+        if self.license:
+            lines += [f"license: {self.license}"]
+        if self.language:
+            lines += ["language:"] + [f"- {language}" for language in self.language]
         if self.base_model_is_on_hub:
             lines += [f"base_model: {self.base_model}"]
         hub_datasets = [spec.dataset_name for spec in self.task_data.values() if is_hub_dataset(spec)]
@@ -218,11 +226,15 @@ def build_model_card(
     model_name: str | None = None,
     base_model: str | None = None,
     task_data: list[TaskSpec] | None = None,
+    license: str | None = None,
+    language: str | list[str] | None = None,
+    tags: str | list[str] | None = None,
 ) -> MultiTaskModelCardData:
     """Collect the card's data from a `MultiTaskTrainer`: the tasks (labels, weights trained with) from the model
     config, the latest metric of every key from the log history and the `*_results.json` files in the output folder,
     the hyper-parameters from args. `task_data`: the task specs as read from the task file, whose data fields (files,
-    dataset name) the model config does not keep.
+    dataset name) the model config does not keep. `license`, `language` and `tags` go into the card's metadata (as
+    `Trainer.push_to_hub` passes them).
 
     The title is `model_name`, else the Hub id, else the task names (an output folder's name such as `out` says
     nothing); the snippets load the Hub id, else the output folder's absolute path.
@@ -251,6 +263,9 @@ def build_model_card(
         hyperparameters=hyper,
         world_size=args.world_size,
         has_training_curves=(output_dir / "training_curves.png").exists(),
+        license=license,
+        language=[language] if isinstance(language, str) else list(language or []),
+        tags=[tags] if isinstance(tags, str) else list(tags or []),
     )
 
 

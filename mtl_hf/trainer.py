@@ -43,8 +43,9 @@ class TaskLossNormalizer:
     """What `compute_loss` needs to normalise one accumulation window (the batches of one optimizer step).
 
     Each task's loss is summed over its items (examples, or labelled words for NER) and divided by that task's item
-    count over the whole window and all processes, then weighted by the task's share of the window's batches. For a
-    window of one task this is exactly the loss of one big batch, whatever the split into micro-batches and ranks.
+    count over the whole window and all processes (with `average_tokens_across_devices=False`: this process's count,
+    `num_processes` 1), then weighted by the task's share of the window's batches. For a window of one task this is
+    exactly the loss of one big batch, whatever the split into micro-batches and ranks.
     """
 
     items: dict[str, float]
@@ -142,8 +143,10 @@ class MultiTaskTrainer(Trainer):
 
     `train_dataset`, `eval_dataset` and `predict`'s dataset are dicts `{task_name: datasets.Dataset}` of the
     tokenized splits made by `mtl_hf.data` (columns `input_ids`, `attention_mask`, `labels`, `task`, and `word_ids`
-    for NER). Training batches come from a `MultiTaskBatchSampler` (one task per batch, and the same task on every
-    process at every step); evaluation runs per task and reports `eval_<task>_<metric>` plus `eval_combined_score`.
+    and `num_words` for NER). Training batches come from a `MultiTaskBatchSampler` (one task per batch, and the same
+    task on every process at every step); evaluation runs per task and reports `eval_<task>_<metric>`,
+    `eval_combined_score` and `eval_loss` in one evaluation event; `predict` gives one prediction per input row (NER:
+    per input word).
 
     `compute_metrics`, if given, is called as `compute_metrics(task_name, eval_prediction)` and its results are
     added to the built-in ones (accuracy/macro-F1 for classification, seqeval on words for NER).
@@ -195,13 +198,23 @@ class MultiTaskTrainer(Trainer):
         for name, weight in (getattr(self.args, "task_weights", None) or {}).items():
             self._check_task_name("task_weights", name)
             self.task_weights[name] = weight
-        # The weights trained with are the model's: config.json and the model card must say what was used.
-        config.tasks = [{**task, "weight": self.task_weights[task["name"]]} for task in config.tasks]
+        self._record_task_weights(config)
         self._check_every_task_gets_batches()
         self._current_task: str | None = None
         self._train_batch_sampler: MultiTaskBatchSampler | None = None
         self._loss_tracker = _TaskLossTracker(list(self.task_specs))
         self.add_callback(_MultiTaskCallback(self))
+
+    def _record_task_weights(self, config: Any) -> None:
+        """The weights trained with are the model's: config.json and the model card must say what was used."""
+        config.tasks = [{**task, "weight": self.task_weights[task["name"]]} for task in config.tasks]
+
+    def call_model_init(self, trial: Any = None) -> nn.Module:
+        """Trainer calls `model_init` again when training starts: the fresh model gets the task weights too."""
+        model = super().call_model_init(trial)
+        if hasattr(self, "task_weights"):  # not yet during Trainer.__init__, which __init__ above covers
+            self._record_task_weights(model.config)
+        return model
 
     def _refuse_unsupported_arguments(self) -> None:
         """Refuse, at construction, the `TrainingArguments` that cannot apply to task-routed training, instead of
@@ -212,6 +225,19 @@ class MultiTaskTrainer(Trainer):
                 "MultiTaskTrainer does not support `batch_eval_metrics=True`: its metrics (seqeval on whole sentences, "
                 "per-task scores, combined_score) are computed once over each task's complete evaluation set."
             )
+        if args.prediction_loss_only:
+            raise ValueError(
+                "MultiTaskTrainer does not support `prediction_loss_only=True`: every task's metrics and predictions "
+                "(and combined_score) need the model's predictions."
+            )
+        if not args.eval_do_concat_batches:
+            raise ValueError(
+                "MultiTaskTrainer does not support `eval_do_concat_batches=False`: metrics and predictions are computed "
+                "over each task's whole evaluation set."
+            )
+        if not args.skip_memory_metrics:
+            logger.warning("skip_memory_metrics=False: MultiTaskTrainer reports memory metrics for training only, not "
+                           "for evaluate() or predict()")
         if args.train_sampling_strategy not in ("random", "sequential", "group_by_length"):
             raise ValueError(
                 f"MultiTaskTrainer does not support train_sampling_strategy={args.train_sampling_strategy!r}: batches "
@@ -430,15 +456,19 @@ class MultiTaskTrainer(Trainer):
             metrics[f"{prefix}_loss"] = sum(self.task_weights[name] * loss for name, loss in losses.items()) / total_weight
 
     @contextmanager
-    def _every_row(self) -> Iterator[None]:
-        """Evaluate and predict on every row: `dataloader_drop_last` is about training batches, and a dropped
-        evaluation row would shift every prediction after it."""
-        drop_last = self.args.dataloader_drop_last
-        self.args.dataloader_drop_last = False
+    def _every_row_in_order(self) -> Iterator[None]:
+        """Evaluate and predict on every row, in the datasets' order: `dataloader_drop_last` and `group_by_length` are
+        about training batches, but Trainer applies them to evaluation loaders too, where a dropped or reordered row
+        would shift every prediction after it."""
+        args = self.args
+        saved = args.dataloader_drop_last, args.train_sampling_strategy
+        args.dataloader_drop_last = False
+        if args.train_sampling_strategy == "group_by_length":
+            args.train_sampling_strategy = "random"
         try:
             yield
         finally:
-            self.args.dataloader_drop_last = drop_last
+            args.dataloader_drop_last, args.train_sampling_strategy = saved
 
     def evaluate(
         self,
@@ -465,25 +495,9 @@ class MultiTaskTrainer(Trainer):
             names = list(given or self.eval_dataset or {})
         if not names:
             raise ValueError("MultiTaskTrainer: evaluation needs a dict {task_name: dataset} of evaluation sets.")
-        start_time = time.time()
-        metrics: dict[str, float] = {}
-        num_samples = num_steps = 0
-        with self._every_row():
-            for name in names:
-                self._current_task = name
-                dataloader = self.get_test_dataloader(given[name]) if given else self.get_eval_dataloader(name)
-                output = self.evaluation_loop(
-                    dataloader,
-                    description=f"Evaluation ({name})",
-                    ignore_keys=ignore_keys,
-                    metric_key_prefix=f"{metric_key_prefix}_{name}",
-                )
-                metrics.update(output.metrics)
-                num_samples += output.num_samples
-                num_steps += math.ceil(output.num_samples / (self.args.eval_batch_size * self.args.world_size))
-        self._current_task = None
-        self._add_combined_metrics(metrics, metric_key_prefix)
-        metrics.update(speed_metrics(metric_key_prefix, start_time, num_samples=num_samples, num_steps=num_steps))
+        loaders = {name: (lambda name=name: self.get_test_dataloader(given[name]) if given
+                          else self.get_eval_dataloader(name)) for name in names}
+        metrics, _ = self._run_tasks(loaders, "Evaluation", ignore_keys, metric_key_prefix)
         self.log(metrics)
         self.control = self.callback_handler.on_evaluate(self.args, self.state, self.control, metrics)
         return metrics
@@ -493,21 +507,45 @@ class MultiTaskTrainer(Trainer):
     ) -> MultiTaskPredictionOutput:
         """Predict every task, one prediction per input row: classification gives a label per example, NER one tag
         per input word (a word without a prediction, because it yields no sub-token or truncation cut it off,
-        gets `O`). Metrics are computed where the datasets have labels."""
+        gets `O`). Metrics are computed where the datasets have labels and reach the callbacks' `on_predict` in one
+        event, with `<prefix>_combined_score`."""
         datasets_ = self._task_datasets("test_dataset", test_dataset)
         if not datasets_:
             raise ValueError("MultiTaskTrainer: predict needs a dict {task_name: dataset}.")
-        predictions: dict[str, list[Any]] = {}
-        metrics: dict[str, float] = {}
-        with self._every_row():
-            for name, dataset in datasets_.items():
-                self._current_task = name
-                output = super().predict(dataset, ignore_keys, f"{metric_key_prefix}_{name}")
-                predictions[name] = self._to_label_space(self.task_specs[name], output.predictions, dataset)
-                metrics.update(output.metrics or {})
-        self._current_task = None
-        self._add_combined_metrics(metrics, metric_key_prefix)
+        loaders = {name: (lambda dataset=dataset: self.get_test_dataloader(dataset)) for name, dataset in datasets_.items()}
+        metrics, outputs = self._run_tasks(loaders, "Prediction", ignore_keys, metric_key_prefix)
+        predictions = {
+            name: self._to_label_space(self.task_specs[name], output.predictions, datasets_[name])
+            for name, output in outputs.items()
+        }
+        self.control = self.callback_handler.on_predict(self.args, self.state, self.control, metrics)
         return MultiTaskPredictionOutput(predictions=predictions, metrics=metrics)
+
+    def _run_tasks(
+        self, loaders: dict[str, Callable[[], DataLoader]], description: str, ignore_keys: list[str] | None,
+        prefix: str,
+    ) -> tuple[dict[str, float], dict[str, Any]]:
+        """Trainer's `evaluation_loop` over each task's loader, every row in order; the tasks' metrics plus the
+        combined ones and the speed of the whole pass."""
+        start_time = time.time()
+        metrics: dict[str, float] = {}
+        outputs: dict[str, Any] = {}
+        num_samples = num_steps = 0
+        with self._every_row_in_order():
+            for name, make_loader in loaders.items():
+                self._current_task = name
+                output = self.evaluation_loop(
+                    make_loader(), description=f"{description} ({name})", ignore_keys=ignore_keys,
+                    metric_key_prefix=f"{prefix}_{name}",
+                )
+                outputs[name] = output
+                metrics.update(output.metrics)
+                num_samples += output.num_samples
+                num_steps += math.ceil(output.num_samples / (self.args.eval_batch_size * self.args.world_size))
+        self._current_task = None
+        self._add_combined_metrics(metrics, prefix)
+        metrics.update(speed_metrics(prefix, start_time, num_samples=num_samples, num_steps=num_steps))
+        return metrics, outputs
 
     @staticmethod
     def _to_label_space(spec: TaskSpec, predicted_ids: np.ndarray, dataset: Any) -> list[Any]:
@@ -540,14 +578,18 @@ class MultiTaskTrainer(Trainer):
         model_name: str | None = None,
         finetuned_from: str | None = None,
         task_data: list[TaskSpec] | None = None,
+        license: str | None = None,
+        language: str | list[str] | None = None,
+        tags: str | list[str] | None = None,
         **kwargs: Any,
     ) -> None:
         """Write the multi-task model card (`README.md`) and `training_curves.png` into `output_dir`.
 
         `task_data`: the task specs as read from the task file, so the card can name each task's data (the model
-        config keeps only what the model needs). Trainer calls this from `push_to_hub` with the keyword arguments
-        given there, so the card and the curves are uploaded with the model. Trainer's single-task card arguments
-        (`tasks`, `dataset`, ...) do not apply and are ignored.
+        config keeps only what the model needs); `license`, `language` and `tags` go into the card's metadata. Trainer
+        calls this from `push_to_hub` with the keyword arguments given there, so the card and the curves are uploaded
+        with the model. Trainer's single-task card arguments (`tasks`, `dataset_tags`, `dataset`, ...) describe one
+        task and one data set; the task specs describe them here, so those are not used.
         """
         if not self.is_world_process_zero():
             return
@@ -555,5 +597,6 @@ class MultiTaskTrainer(Trainer):
         output_dir.mkdir(parents=True, exist_ok=True)
         plot_training_curves(self.state.log_history, list(self.task_specs.values()), output_dir / "training_curves.png")
         card = build_model_card(self, model_name=getattr(self, "hub_model_id", None) or model_name,
-                                base_model=finetuned_from, task_data=task_data)
+                                base_model=finetuned_from, task_data=task_data, license=license, language=language,
+                                tags=tags)
         (output_dir / "README.md").write_text(card.render(), encoding="utf-8")

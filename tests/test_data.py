@@ -961,6 +961,17 @@ def test_bad_conll_rows_name_the_line_where_the_sentence_starts(tmp_path: Path, 
     )
 
 
+def test_rows_of_a_json_array_file_are_named_by_row_only(tmp_path: Path, bert_tokenizer) -> None:
+    """A .json file holding one array of rows: its rows and lines need not correspond, so no line is given."""
+    path = tmp_path / "train.json"
+    path.write_text('[{"text": "a b", "label": "business"}, {"text": "c d", "label": "weather"},\n'
+                    ' {"text": "e", "label": "sport"}\n]\n')
+    spec = TaskSpec(name="topic", type="classification", labels=["business", "sport"], train_file=str(path))
+    with pytest.raises(ValueError) as info:
+        process(spec, bert_tokenizer, tmp_path, max_seq_length=16)
+    assert str(info.value).startswith(f"Task 'topic', split 'train', row 1 ({path}), column 'label': unknown label")
+
+
 def test_rows_out_of_file_order_are_named_by_row_only(tmp_path: Path, bert_tokenizer) -> None:
     """A split that is no longer the file's rows in order (select, shuffle, filter) gets no line: never a wrong one."""
     spec = topic_spec(tmp_path, [GOOD_TOPIC, {"text": "a", "label": "weather"}])

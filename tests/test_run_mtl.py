@@ -496,3 +496,14 @@ def test_an_earlier_run_that_cannot_be_resumed_is_refused(without: tuple[str, ..
     with pytest.raises(run_mtl.UsageError, match=message):
         run_mtl.main(tiny_run(workspace, out, "--do_train", "--max_steps", "4", tasks=tasks))
     assert sorted(str(p.relative_to(out)) for p in out.rglob("*")) == before
+
+
+def test_fields_given_reads_a_json_task_file_with_a_bom(tmp_path: Path) -> None:
+    """Which fields a task entry sets is read like the task file itself: a UTF-8 BOM is fine (README)."""
+    import run_mtl
+
+    task_file = tmp_path / "tasks.json"
+    task_file.write_bytes(b"\xef\xbb\xbf" + json.dumps(
+        {"tasks": [{"name": "topic", "type": "classification", "weight": 2.0, "train_file": "t.jsonl"}]}
+    ).encode())
+    assert run_mtl.fields_given(task_file) == {"topic": {"name", "type", "weight", "train_file"}}

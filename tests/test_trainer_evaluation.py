@@ -123,6 +123,10 @@ def test_options_that_cannot_apply_are_refused_at_construction(tokenizer, tmp_pa
         trainer_for(tokenizer, tmp_path, batch_eval_metrics=True)
     with pytest.raises(ValueError, match="batch_rebalance"):
         trainer_for(tokenizer, tmp_path, train_sampling_strategy="batch_rebalance")
+    with pytest.raises(ValueError, match="prediction_loss_only"):
+        trainer_for(tokenizer, tmp_path, prediction_loss_only=True)
+    with pytest.raises(ValueError, match="eval_do_concat_batches"):
+        trainer_for(tokenizer, tmp_path, eval_do_concat_batches=False)
     with pytest.raises(ValueError, match="compute_loss_func"):
         MultiTaskTrainer(model=make_model(tokenizer.vocab_size), args=args(tmp_path), processing_class=tokenizer,
                          train_dataset=tokenized(tokenizer, 4), compute_loss_func=lambda *a, **k: 0)
@@ -211,7 +215,11 @@ def test_model_init_is_supported(tokenizer, tmp_path: Path) -> None:
         processing_class=tokenizer,
     )
     assert list(trainer.task_specs) == ["topic", "ner"]
+    trainer.args.task_weights = {"ner": 3.0}
+    trainer.task_weights["ner"] = 3.0
     assert trainer.train().global_step == 2
+    # Trainer built a fresh model from model_init for training: it carries the weights trained with too.
+    assert {task["name"]: task["weight"] for task in trainer.model.config.tasks} == {"topic": 1.0, "ner": 3.0}
     assert "eval_combined_score" in trainer.evaluate()
 
 
@@ -284,3 +292,72 @@ def test_a_non_finite_loss_stops_training_naming_task_and_step(tokenizer, tmp_pa
 def test_task_weights_must_be_finite_and_positive(weight, tmp_path: Path) -> None:
     with pytest.raises(ValueError, match=r"task_weights: the weight of task 'ner' (must be a finite number > 0|is not a number)"):
         args(tmp_path, task_weights={"ner": weight})
+
+
+def test_predictions_keep_input_order_with_group_by_length(tokenizer, tmp_path: Path) -> None:
+    """Trainer's evaluation sampler groups by length under `group_by_length`; predictions must still line up."""
+    test = tokenized(tokenizer, 24, seed=11)
+    results = {}
+    for strategy in ("random", "group_by_length"):
+        trainer = trainer_for(tokenizer, tmp_path / strategy, train=0, dev=0, train_sampling_strategy=strategy,
+                              per_device_eval_batch_size=4)
+        results[strategy] = trainer.predict(test)
+    assert results["group_by_length"].predictions == results["random"].predictions
+    for task, words in (("ner", test["ner"]["num_words"]),):
+        assert [len(tags) for tags in results["group_by_length"].predictions[task]] == words
+
+
+def test_predict_reaches_callbacks_once_with_every_task(tokenizer, tmp_path: Path) -> None:
+    class PredictEvents(TrainerCallback):
+        events: list[dict[str, float]] = []
+
+        def on_predict(self, args, state, control, metrics=None, **kwargs):
+            self.events.append(dict(metrics))
+
+    trainer = trainer_for(tokenizer, tmp_path, train=0, dev=0)
+    recorder = PredictEvents()
+    trainer.add_callback(recorder)
+    output = trainer.predict(tokenized(tokenizer, 8, seed=3))
+    assert recorder.events == [output.metrics]
+    assert {"test_topic_accuracy", "test_ner_f1", "test_combined_score", "test_loss"} <= set(output.metrics)
+
+
+@pytest.mark.parametrize(
+    "labels, tags, main",
+    [
+        (["O", "S-PER", "B-LOC", "E-LOC"], [["S-PER", "O", "B-LOC", "E-LOC"], ["O", "S-PER", "O", "O"]], "f1"),
+        (["NN", "VB", "DT"], [["DT", "NN", "VB", "NN"], ["NN", "VB", "DT", "NN"]], "token_accuracy"),
+    ],
+    ids=["iobes", "pos"],
+)
+def test_evaluate_and_predict_other_tag_schemes(labels, tags, main, tokenizer, tmp_path: Path) -> None:
+    """The trainer scores and predicts BIOES and prefix-less (part-of-speech) tag sets, each with its main metric."""
+    from mtl_hf import MultiTaskConfig, MultiTaskModel
+    from mtl_hf.data import resolve_labels
+    from tests.conftest import tiny_encoder_config
+
+    words = [["john", "met", "new", "york"], ["the", "mary", "said", "it"]]
+    raw = datasets.DatasetDict({
+        split: datasets.Dataset.from_dict({"tokens": words * 4, "ner_tags": tags * 4}) for split in ("train", "test")
+    })
+    spec = resolve_labels(TaskSpec(name="tags", type="ner", labels=labels), raw)
+    data = preprocess_task(spec, raw, tokenizer, max_seq_length=16)
+    torch.manual_seed(0)
+    model = MultiTaskModel(MultiTaskConfig(encoder=tiny_encoder_config("bert", tokenizer.vocab_size), tasks=[spec]))
+    trainer = MultiTaskTrainer(model=model, args=args(tmp_path, num_train_epochs=30, learning_rate=1e-2),
+                               train_dataset={"tags": data["train"]}, eval_dataset={"tags": data["test"]},
+                               processing_class=tokenizer)
+    trainer.train()
+    metrics = trainer.evaluate()
+    assert metrics[f"eval_tags_{main}"] == pytest.approx(1.0)
+    assert metrics["eval_combined_score"] == metrics[f"eval_tags_{main}"]
+    assert trainer.predict({"tags": data["test"]}).predictions["tags"] == tags * 4
+
+
+def test_model_card_metadata_takes_license_language_and_tags(tokenizer, tmp_path: Path) -> None:
+    """What `push_to_hub(license=..., language=..., tags=...)` passes reaches the card's metadata."""
+    trainer = trainer_for(tokenizer, tmp_path, train=0, dev=0)
+    trainer.create_model_card(license="apache-2.0", language="en", tags=["news", "mtl_hf"])
+    metadata = (tmp_path / "README.md").read_text().split("---")[1]
+    assert "license: apache-2.0" in metadata and "language:\n- en" in metadata
+    assert metadata.count("- news") == 1 and metadata.count("- mtl_hf") == 1
