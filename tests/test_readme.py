@@ -1,0 +1,33 @@
+"""README.md's example task file works as written (on small files in the places it names)."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+from mtl_hf.data import load_and_preprocess, load_task_file
+
+README = Path(__file__).resolve().parents[1] / "README.md"
+
+
+def test_readme_task_file_loads_and_tokenizes(tmp_path: Path, bert_tokenizer) -> None:
+    example = re.search(r"```yaml\n(# tasks\.yaml\n.*?)```", README.read_text(), re.S).group(1)
+    (tmp_path / "tasks.yaml").write_text(example)
+    topic = tmp_path / "data" / "topic"
+    topic.mkdir(parents=True)
+    rows = [{"text": "stocks rose", "label": "business"}, {"text": "the team won", "label": "sport"}]
+    for name in ("train", "dev", "test"):
+        (topic / f"{name}.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
+    conll = tmp_path / "data" / "conll2003"
+    conll.mkdir()
+    # Raw CoNLL-2003 is IOB1: entities start with I-, B- only separates two adjacent entities of one type.
+    sentence = "-DOCSTART- -X- O O\n\njohn NNP I-NP I-PER\nsmith NNP I-NP I-PER\nvisited VBD I-VP O\nparis NNP I-NP I-LOC\n\n"
+    for name in ("train", "validation", "test"):
+        (conll / f"{name}.txt").write_text(sentence)
+    specs, data = load_and_preprocess(load_task_file(tmp_path / "tasks.yaml"), bert_tokenizer, max_seq_length=32)
+    ner = specs[1]
+    assert ner.labels == ["O", "B-PER", "I-PER", "B-ORG", "I-ORG", "B-LOC", "I-LOC", "B-MISC", "I-MISC"]
+    assert ner.tag_scheme == "IOB2"
+    assert data["ner"]["train"][0]["num_words"] == 4
+    assert len(data["topic"]["test"]) == 2
