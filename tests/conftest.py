@@ -105,3 +105,29 @@ def tiny_encoder_config(family: str, vocab_size: int, **overrides) -> transforme
 
 
 ENCODER_FAMILIES = ["bert", "roberta", "distilbert", "electra", "deberta-v2"]
+
+
+@pytest.fixture(autouse=True)
+def restore_library_logging():
+    """`run_mtl.main` sets the process's logging up as a script does (verbosity, format); tests that call it
+    in-process get it put back, so later tests see the defaults."""
+    import logging
+
+    import datasets
+
+    levels = (transformers.utils.logging.get_verbosity(), datasets.utils.logging.get_verbosity(),
+              logging.getLogger("mtl_hf").level)
+    yield
+    transformers.utils.logging.set_verbosity(levels[0])
+    transformers.utils.logging.reset_format()
+    datasets.utils.logging.set_verbosity(levels[1])
+    logging.getLogger("mtl_hf").setLevel(levels[2])
+
+
+def save_tiny_bert(folder: Path, tokenizer_dir: Path) -> Path:
+    """A tiny pretrained-looking BERT folder (random weights and the tiny WordPiece tokenizer), as a hub checkpoint
+    would be laid out; returns the folder."""
+    tokenizer = transformers.AutoTokenizer.from_pretrained(tokenizer_dir)
+    transformers.AutoModel.from_config(tiny_encoder_config("bert", tokenizer.vocab_size)).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder

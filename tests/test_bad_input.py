@@ -9,12 +9,11 @@ training step, most before the data is even read: the whole table takes seconds.
 from __future__ import annotations
 
 import json
-import logging
 import os
 import shutil
 import socket
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,28 +24,13 @@ import yaml
 
 import run_mtl
 from tests.bad_input import assert_one_line_error, run_cli
-from tests.conftest import tiny_encoder_config
+from tests.conftest import save_tiny_bert, tiny_encoder_config
 from tests.trainer_fixtures import NER, ner_rows, topic_rows
-
-
-@pytest.fixture(autouse=True)
-def restore_library_logging() -> Iterator[None]:
-    """`run_mtl.main` sets the process's logging up as a script does; put it back for the tests that follow."""
-    levels = (transformers.utils.logging.get_verbosity(), datasets.utils.logging.get_verbosity(),
-              logging.getLogger("mtl_hf").level)
-    yield
-    transformers.utils.logging.set_verbosity(levels[0])
-    transformers.utils.logging.reset_format()
-    datasets.utils.logging.set_verbosity(levels[1])
-    logging.getLogger("mtl_hf").setLevel(levels[2])
 
 
 def write_workspace(root: Path, tokenizer_dir: Path) -> dict[str, Path]:
     """A tiny pretrained-looking BERT folder, JSONL + CoNLL data and a task file with absolute paths."""
-    encoder_dir = root / "tiny-bert"
-    tokenizer = transformers.AutoTokenizer.from_pretrained(tokenizer_dir)
-    transformers.AutoModel.from_config(tiny_encoder_config("bert", tokenizer.vocab_size)).save_pretrained(encoder_dir)
-    tokenizer.save_pretrained(encoder_dir)
+    encoder_dir = save_tiny_bert(root / "tiny-bert", tokenizer_dir)
     data = root / "data"
     data.mkdir()
     for split, n, seed in (("train", 24, 0), ("dev", 9, 1), ("test", 7, 2)):

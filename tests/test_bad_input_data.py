@@ -5,20 +5,16 @@ where there is one), with no traceback and nothing new in `output_dir` (see test
 from __future__ import annotations
 
 import json
-import logging
 import re
 import shutil
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import datasets
 import pytest
-import transformers
 import yaml
 
 from tests.bad_input import assert_one_line_error, run_cli
-from tests.conftest import tiny_encoder_config
+from tests.conftest import save_tiny_bert
 from tests.trainer_fixtures import ner_rows, topic_rows
 
 TOPIC = {"name": "topic", "type": "classification", "train_file": "topic_train.jsonl",
@@ -27,26 +23,11 @@ NER = {"name": "ner", "type": "ner", "train_file": "ner_train.conll", "validatio
 GOOD = '{"text": "stocks rose", "label": "business"}\n'
 
 
-@pytest.fixture(autouse=True)
-def restore_library_logging() -> Iterator[None]:
-    """`run_mtl.main` sets logging up as a script does; put it back so later tests see the defaults."""
-    levels = (transformers.utils.logging.get_verbosity(), datasets.utils.logging.get_verbosity(),
-              logging.getLogger("mtl_hf").level)
-    yield
-    transformers.utils.logging.set_verbosity(levels[0])
-    transformers.utils.logging.reset_format()
-    datasets.utils.logging.set_verbosity(levels[1])
-    logging.getLogger("mtl_hf").setLevel(levels[2])
-
-
 @pytest.fixture(scope="module")
 def workspace(tmp_path_factory: pytest.TempPathFactory, tokenizer_dir: Path) -> dict[str, Path]:
     """A tiny pretrained-looking BERT folder (saved once) and good data files that each case copies and spoils."""
     root = tmp_path_factory.mktemp("bad_input_data")
-    encoder_dir = root / "tiny-bert"
-    tokenizer = transformers.AutoTokenizer.from_pretrained(tokenizer_dir)
-    transformers.AutoModel.from_config(tiny_encoder_config("bert", tokenizer.vocab_size)).save_pretrained(encoder_dir)
-    tokenizer.save_pretrained(encoder_dir)
+    encoder_dir = save_tiny_bert(root / "tiny-bert", tokenizer_dir)
     data = root / "data"
     data.mkdir()
     for split, n, seed in (("train", 12, 0), ("dev", 5, 1)):

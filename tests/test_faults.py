@@ -14,7 +14,6 @@ import signal
 import socket
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import datasets
@@ -29,17 +28,6 @@ from tests.test_bad_input import base_args, copy_folder, train_in_process, write
 
 REPO = Path(__file__).resolve().parents[1]
 RUN = ("--do_train", "--max_steps", "4", "--save_steps", "2", "--logging_steps", "1")
-
-
-@pytest.fixture(autouse=True)
-def restore_library_logging() -> Iterator[None]:
-    levels = (transformers.utils.logging.get_verbosity(), datasets.utils.logging.get_verbosity(),
-              logging.getLogger("mtl_hf").level)
-    yield
-    transformers.utils.logging.set_verbosity(levels[0])
-    transformers.utils.logging.reset_format()
-    datasets.utils.logging.set_verbosity(levels[1])
-    logging.getLogger("mtl_hf").setLevel(levels[2])
 
 
 @pytest.fixture(scope="module")

@@ -3,48 +3,29 @@
 from __future__ import annotations
 
 import json
-import logging
 import os
 import re
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
-import datasets
 import pytest
 import transformers
 import yaml
 
 from mtl_hf import TaskSpec
-from tests.conftest import tiny_encoder_config
+from tests.conftest import save_tiny_bert, tiny_encoder_config
 from tests.trainer_fixtures import NER, TOPIC, ner_rows, topic_rows
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPT = REPO / "run_mtl.py"
 
 
-@pytest.fixture(autouse=True)
-def restore_library_logging() -> Iterator[None]:
-    """`run_mtl.main` sets the process's logging up as a script does (verbosity, format); the tests that call it
-    in-process put it back, so later tests see the defaults."""
-    levels = (transformers.utils.logging.get_verbosity(), datasets.utils.logging.get_verbosity(),
-              logging.getLogger("mtl_hf").level)
-    yield
-    transformers.utils.logging.set_verbosity(levels[0])
-    transformers.utils.logging.reset_format()
-    datasets.utils.logging.set_verbosity(levels[1])
-    logging.getLogger("mtl_hf").setLevel(levels[2])
-
-
 @pytest.fixture(scope="module")
 def workspace(tmp_path_factory: pytest.TempPathFactory, tokenizer_dir: Path) -> dict[str, Path]:
     """A tiny pretrained-looking BERT folder and a task file over JSONL + CoNLL files."""
     root = tmp_path_factory.mktemp("run_mtl")
-    encoder_dir = root / "tiny-bert"
-    tokenizer = transformers.AutoTokenizer.from_pretrained(tokenizer_dir)
-    transformers.AutoModel.from_config(tiny_encoder_config("bert", tokenizer.vocab_size)).save_pretrained(encoder_dir)
-    tokenizer.save_pretrained(encoder_dir)
+    encoder_dir = save_tiny_bert(root / "tiny-bert", tokenizer_dir)
 
     data = root / "data"
     data.mkdir()
