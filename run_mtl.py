@@ -261,6 +261,13 @@ def check_arguments(data_args: DataTrainingArguments, training_args: MultiTaskTr
         if training_args.max_steps < 0 and not (math.isfinite(epochs) and epochs > 0):
             raise UsageError(f"--num_train_epochs {epochs} with --max_steps {training_args.max_steps} trains nothing: "
                              "give a positive --num_train_epochs or --max_steps")
+        if not math.isfinite(training_args.max_grad_norm):
+            raise UsageError(f"--max_grad_norm must be a finite number (0 turns clipping off), got "
+                             f"{training_args.max_grad_norm}")
+    if not 0 <= training_args.seed < 2**32:
+        raise UsageError(f"--seed must be between 0 and 2**32 - 1, got {training_args.seed}")
+    if training_args.dataloader_num_workers < 0:
+        raise UsageError(f"--dataloader_num_workers must be 0 or more, got {training_args.dataloader_num_workers}")
     if (training_args.do_eval or training_args.do_predict) and training_args.per_device_eval_batch_size < 1:
         raise UsageError(f"--per_device_eval_batch_size must be at least 1, got "
                          f"{training_args.per_device_eval_batch_size}")
@@ -445,9 +452,13 @@ def weights_problem(folder: Path) -> str | None:
                 pass
         except Exception as error:  # noqa: BLE001 - SafetensorError and OSError: the file is not safetensors
             return f"weights file {path} is corrupt or truncated ({one_line(error)})"
+    if any(folder.glob("*.safetensors")):
+        return None  # transformers loads the safetensors and never reads a .bin beside them
     for path in sorted(folder.glob("pytorch_model*.bin")):
-        if not zipfile.is_zipfile(path):
-            return f"weights file {path} is corrupt or truncated (not a torch zip archive)"
+        with path.open("rb") as handle:
+            legacy_pickle = handle.read(2) == b"\x80\x02"  # torch.save's format before zip archives (torch < 1.6)
+        if not zipfile.is_zipfile(path) and not legacy_pickle:
+            return f"weights file {path} is corrupt or truncated (neither a torch zip archive nor a legacy torch file)"
     return None
 
 
@@ -826,6 +837,8 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     if not phases_given:
         training_args.do_train = training_args.do_eval = training_args.do_predict = True
     set_up_logging(training_args)
+    if not str(training_args.output_dir).strip():
+        raise UsageError("--output_dir is empty: name the folder the run writes into")
     output_dir = Path(training_args.output_dir)
     check_output_dir(output_dir)
     check_not_in_use(training_args)
@@ -895,7 +908,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
                 eval_dataset=eval_dataset or None,
                 processing_class=tokenizer,
             )
-        except ValueError as error:  # a setting the trainer refuses, named in the message
+        except (ValueError, ImportError, RuntimeError) as error:  # a refused setting, a missing integration package
             raise UsageError(one_line(error)) from error
         return run_phases(trainer, training_args, data_args, model_args, start, specs, spec_by_name,
                           train_dataset, eval_dataset, predict_dataset)
@@ -925,7 +938,10 @@ def run_phases(trainer: MultiTaskTrainer, training_args: MultiTaskTrainingArgume
         if checkpoint is None and trainer.state.global_step == 0:
             raise UsageError("training ran no step (no batch was drawn from the training data): the model was not "
                              "saved; check --max_steps, --num_train_epochs and the train splits")
-        trainer.save_model()  # model, tokenizer, config and remote code
+        try:
+            trainer.save_model()  # model, tokenizer, config and remote code
+        except NonFiniteLossError as error:
+            raise UsageError(f"training stopped: {one_line(error)}") from error
         metrics = {**result.metrics, **{f"train_{t}_samples": len(d) for t, d in train_dataset.items()}}
         trainer.log_metrics("train", metrics)
         trainer.save_metrics("train", metrics)
@@ -970,7 +986,8 @@ def cli(argv: list[str] | None = None) -> None:
         main(argv)
     except UsageError as error:
         close_progress_bars()
-        print(f"run_mtl.py: error: {one_line(error)}", file=sys.stderr)
+        if int(os.environ.get("RANK", "0")) == 0:  # launched as several processes, every rank finds the same problem
+            print(f"run_mtl.py: error: {one_line(error)}", file=sys.stderr)
         sys.exit(2)
 
 

@@ -59,7 +59,7 @@ class TaskLossNormalizer:
 
 
 class NonFiniteLossError(RuntimeError):
-    """A task's training loss became NaN or infinite: training stops before the model is corrupted further."""
+    """A task's training loss, or the model's weights, became NaN or infinite: training stops, and nothing is saved."""
 
 
 @dataclass
@@ -409,6 +409,19 @@ class MultiTaskTrainer(Trainer):
         self._loss_tracker.add(task, summed / local_items)
         loss = summed * (self.task_weights[task] * num_items_in_batch.scale(task))
         return (loss, outputs) if return_outputs else loss
+
+    def save_model(self, output_dir: str | None = None, _internal_call: bool = False) -> None:
+        """Trainer's `save_model` (final model and every checkpoint), refusing weights that are no longer finite: a
+        blow-up in the last optimizer step is never seen by the loss check, which runs before each update."""
+        model = self.accelerator.unwrap_model(self.model)
+        broken = [name for name, tensor in model.state_dict().items()
+                  if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all())]
+        if broken:
+            raise NonFiniteLossError(
+                f"the model's weights are not finite after step {self.state.global_step} ({len(broken)} tensors, e.g. "
+                f"{broken[0]}); not saving them: lower the learning rate or use --max_grad_norm"
+            )
+        super().save_model(output_dir, _internal_call=_internal_call)
 
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
         """Add the running per-task losses (`loss_<task>`) to every training log."""

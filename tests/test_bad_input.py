@@ -19,6 +19,7 @@ from pathlib import Path
 
 import datasets
 import pytest
+import torch
 import transformers
 import yaml
 
@@ -287,6 +288,12 @@ def task_file_is_a_folder(ws: dict[str, Path], tmp: Path) -> Case:
     return Case(base_args(ws, out, tasks=ws["root"] / "data"), out, ("task file .*data is a folder",))
 
 
+def empty_output_dir(ws: dict[str, Path], tmp: Path) -> Case:
+    argv = base_args(ws, tmp / "out", "--do_train")
+    argv[argv.index("--output_dir") + 1] = ""
+    return Case(argv, tmp / "out", ("--output_dir is empty",))
+
+
 ROWS: dict[str, Callable[[dict[str, Path], Path], Case]] = {
     # -- the command line: argparse and unknown flags, one line instead of a usage dump ---------------------------
     "unknown_flag": cli_case("--no_such_flag", "1", patterns=("unrecognized arguments: --no_such_flag 1",)),
@@ -415,6 +422,18 @@ ROWS: dict[str, Callable[[dict[str, Path], Path], Case]] = {
     "resume_from_half_written_checkpoint": resume_case(half_written_checkpoint,
                                                        "checkpoint {checkpoint} cannot be resumed: it has no "
                                                        "trainer_state.json"),
+    "seed_out_of_range": cli_case("--seed", "-1", patterns=(r"--seed must be between 0 and 2\*\*32 - 1, got -1",)),
+    "output_dir_empty": empty_output_dir,
+    "negative_dataloader_workers": cli_case("--dataloader_num_workers", "-1",
+                                            patterns=("--dataloader_num_workers must be 0 or more, got -1",)),
+    "max_grad_norm_nan": cli_case("--do_train", "--max_grad_norm", "nan",
+                                  patterns=("--max_grad_norm must be a finite number",)),
+    "report_to_an_integration_not_installed": cli_case("--do_train", "--report_to", "wandb",
+                                                       patterns=("wandb",)),
+    "weights_blow_up_in_the_last_step": cli_case("--do_train", "--max_steps", "1", "--learning_rate", "1e39",
+                                                 "--save_strategy", "no",
+                                                 patterns=("training stopped: the model's weights are not finite "
+                                                           "after step 1",)),
     "resume_and_overwrite": resume_case(lambda ws, tmp: tmp / "out" / "checkpoint-2",
                                         "--overwrite_output_dir starts afresh and --resume_from_checkpoint",
                                         extra=("--overwrite_output_dir",)),
@@ -430,3 +449,31 @@ def test_bad_input_is_one_line_exit_2_and_writes_nothing(row: str, ws: dict[str,
     case = ROWS[row](ws, tmp_path)
     outcome = run_cli(case.argv, case.out)
     assert_one_line_error(outcome, *case.patterns)  # nothing new in output_dir, not even an empty folder
+
+
+def test_valid_weights_folders_are_not_refused(ws: dict[str, Path], tmp_path: Path) -> None:
+    """A legacy (pre-zip) pytorch_model.bin loads in transformers, and a .bin beside safetensors is never read: neither
+    is a weights problem. A .bin that is neither format is."""
+    state = {"weight": torch.ones(2)}
+    legacy = tmp_path / "legacy"
+    legacy.mkdir()
+    torch.save(state, legacy / "pytorch_model.bin", _use_new_zipfile_serialization=False)
+    assert run_mtl.weights_problem(legacy) is None
+    both = copy_folder(ws["encoder"], tmp_path / "both")
+    (both / "pytorch_model.bin").write_bytes(b"stale")
+    assert run_mtl.weights_problem(both) is None
+    only_bin = tmp_path / "only_bin"
+    only_bin.mkdir()
+    (only_bin / "pytorch_model.bin").write_bytes(b"garbage")
+    assert "pytorch_model.bin is corrupt or truncated" in run_mtl.weights_problem(only_bin)
+
+
+def test_under_several_processes_only_rank_0_prints_the_error(ws: dict[str, Path], tmp_path: Path,
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every rank finds the same bad input; the user gets one line, not one per process."""
+    argv = base_args(ws, tmp_path / "out", "--seed", "-1")
+    monkeypatch.setenv("RANK", "1")
+    outcome = run_cli(argv, tmp_path / "out")
+    assert outcome.code == 2 and outcome.errors == []
+    monkeypatch.setenv("RANK", "0")
+    assert_one_line_error(run_cli(argv, tmp_path / "out"), "--seed")
