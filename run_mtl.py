@@ -70,6 +70,7 @@ from mtl_hf import MultiTaskModel, MultiTaskTrainer, MultiTaskTrainingArguments,
 from mtl_hf.configuration_multitask import MODEL_FIELDS
 from mtl_hf.data import load_and_preprocess, load_task_file, load_tokenizer, task_file_entries
 from mtl_hf.metrics import metric_names
+from mtl_hf.tokenization import max_input_length
 
 logger = logging.getLogger(__name__)
 
@@ -895,6 +896,8 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         model = build_model(config, model_path, specs, model_args, training_args.task_weights)
     except (OSError, ValueError, RuntimeError) as error:
         raise UsageError(f"model {model_path} could not be loaded: {one_line(error)}") from error
+    if training_args.do_train:  # the length the model is trained with: the pipeline serves inputs of that length
+        model.config.max_seq_length = min(data_args.max_seq_length, max_input_length(tokenizer, model.config.encoder))
     if checkpoint is not None:
         check_checkpoint_tasks(checkpoint, model)
     # From here on this run writes into output_dir (Trainer creates it), holding its lock; a folder created for the

@@ -235,6 +235,8 @@ class MultiTaskConfig(PreTrainedConfig):
     Holds the encoder's own configuration nested under ``encoder`` (as ``EncoderDecoderConfig`` does), so that any
     architecture ``AutoModel`` knows can serve as the shared encoder, and ``tasks``: the ordered list of task specs
     (name, type, labels, loss weight, head dropout, classification pooling). Per-task label maps are derived from it.
+    ``max_seq_length``: the input length (sub-tokens, special tokens included) the model was trained with, if known;
+    ``MultiTaskPipeline`` cuts its windows to it by default, so serving sees inputs of the length training saw.
     """
 
     model_type = "mtl_hf_multitask"
@@ -246,6 +248,7 @@ class MultiTaskConfig(PreTrainedConfig):
 
     encoder: PreTrainedConfig | dict | None = None
     tasks: list[dict] | None = None
+    max_seq_length: int | None = None
 
     def __post_init__(self, **kwargs: Any) -> None:
         if not isinstance(self.encoder, PreTrainedConfig):

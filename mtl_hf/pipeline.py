@@ -215,8 +215,9 @@ class MultiTaskPipeline:
         device: where to run (``"cpu"``, ``"cuda:0"``, an int GPU index, a ``torch.device``); ``None`` keeps the
             model where it is.
         batch_size: windows per encoder pass (a short text is one window).
-        max_length: sub-tokens per window, special tokens included; default and maximum: what the tokenizer and the
-            encoder's position embeddings allow.
+        max_length: sub-tokens per window, special tokens included; default: the model's training length
+            (``config.max_seq_length``, which ``run_mtl.py`` records) where known, else what the tokenizer and the
+            encoder's position embeddings allow, which is also the maximum.
         stride: at most this many sub-tokens (of whole words) are shared by consecutive windows of a long text;
             default a quarter of a window's room for words.
 
@@ -245,7 +246,8 @@ class MultiTaskPipeline:
 
         limit = max_input_length(self.tokenizer, model.config.encoder)
         if max_length is None:
-            max_length = limit
+            trained = getattr(model.config, "max_seq_length", None)
+            max_length = min(trained, limit) if isinstance(trained, int) and trained > 0 else limit
         elif max_length > limit:
             raise ValueError(f"max_length={max_length} exceeds what this model and tokenizer allow ({limit})")
         self.num_special_tokens = self.tokenizer.num_special_tokens_to_add(pair=False)

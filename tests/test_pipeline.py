@@ -495,6 +495,14 @@ def test_max_length_is_checked(bert_model, bert_tokenizer) -> None:
         MultiTaskPipeline(bert_model, bert_tokenizer, max_length=2)
 
 
+def test_windows_default_to_the_length_the_model_was_trained_with(bert_model, bert_tokenizer, monkeypatch) -> None:
+    monkeypatch.setattr(bert_model.config, "max_seq_length", 24, raising=False)
+    assert MultiTaskPipeline(bert_model, bert_tokenizer).max_length == 24
+    assert MultiTaskPipeline(bert_model, bert_tokenizer, max_length=64).max_length == 64  # asked for: allowed
+    monkeypatch.setattr(bert_model.config, "max_seq_length", 512, raising=False)
+    assert MultiTaskPipeline(bert_model, bert_tokenizer).max_length == 64  # never past what the model allows
+
+
 # ---- batching -----------------------------------------------------------------------------------------------------
 
 

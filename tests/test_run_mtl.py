@@ -73,6 +73,10 @@ def test_full_run_writes_model_metrics_predictions_card_and_curves(workspace: di
         assert line in output, line
 
     config = json.loads((out / "config.json").read_text())
+    assert config["max_seq_length"] == 32  # the training length, which the pipeline serves by default
+    from mtl_hf import MultiTaskPipeline
+
+    assert MultiTaskPipeline.from_pretrained(str(out)).max_length == 32
     assert [(t["name"], t["labels"]) for t in config["tasks"]] == [
         ("topic", ["business", "sport", "tech"]),  # sorted set of the train labels
         ("ner", NER.labels),
