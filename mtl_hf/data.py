@@ -301,22 +301,33 @@ def _file_line(path: str, kind: str, num_rows: int, row: int) -> int | None:
             return None  # one JSON document (an array of rows): rows and lines need not correspond
         starts = [number for number, _ in lines]
     else:
-        starts = _csv_record_lines(path, kind)[1:]  # the first record is the header
+        starts = [line for line, _ in _csv_records(path, kind)][1:]  # the first record is the header
     return starts[row] if len(starts) == num_rows and 0 <= row < num_rows else None
 
 
-def _csv_record_lines(path: str, kind: str) -> list[int]:
-    """The first line of every record of a CSV/TSV file, skipping blank lines as pandas (datasets' reader) does."""
+class _CsvRecordError(ValueError):
+    """A CSV/TSV record the reader refuses, with the line it starts on."""
+
+    def __init__(self, line: int, error: csv.Error) -> None:
+        super().__init__(str(error))
+        self.line = line
+
+
+def _csv_records(path: str, kind: str, strict: bool = False) -> Iterator[tuple[int, list[str]]]:
+    """``(first line, fields)`` of every record of a CSV/TSV file, read as datasets' pandas reader reads it: TSV
+    fields unquoted, blank lines skipped, a quoted CSV field may span lines. With ``strict``, a malformed record
+    raises :class:`_CsvRecordError` naming the line it starts on."""
     dialect: dict[str, Any] = {"delimiter": "\t", "quoting": csv.QUOTE_NONE} if kind == "tsv" else {}
-    starts: list[int] = []
     with open(path, encoding="utf-8-sig", errors="replace", newline="") as handle:
-        reader = csv.reader(handle, **dialect)
+        reader = csv.reader(handle, strict=strict, **dialect)
         first_line = 1
-        for record in reader:
-            if len(record) > 1 or (record and record[0].strip()):
-                starts.append(first_line)
-            first_line = reader.line_num + 1
-    return starts
+        try:
+            for record in reader:
+                if len(record) > 1 or (record and record[0].strip()):
+                    yield first_line, record
+                first_line = reader.line_num + 1
+        except csv.Error as err:
+            raise _CsvRecordError(first_line, err) from err
 
 
 class RawDatasetDict(datasets.DatasetDict):
@@ -545,20 +556,15 @@ def _json_type(value: Any) -> str:
 def _first_bad_csv_record(path: str, kind: str) -> tuple[int, str] | None:
     """``(line, problem)`` of the first record of a CSV/TSV file that the reader refuses: more fields than the header
     has, or (CSV) a quoted field that is never closed."""
-    dialect: dict[str, Any] = {"delimiter": "\t", "quoting": csv.QUOTE_NONE} if kind == "tsv" else {}
-    with open(path, encoding="utf-8-sig", errors="replace", newline="") as handle:
-        reader = csv.reader(handle, strict=True, **dialect)
-        first_line, width = 1, None
-        try:
-            for record in reader:
-                if len(record) > 1 or (record and record[0].strip()):
-                    if width is None:
-                        width = len(record)
-                    elif len(record) > width:
-                        return first_line, f"{len(record)} fields, but the header has {width}"
-                first_line = reader.line_num + 1
-        except csv.Error as err:
-            return first_line, f"{err} (a quoted field that is not closed?)"
+    width = None
+    try:
+        for line, record in _csv_records(path, kind, strict=True):
+            if width is None:
+                width = len(record)
+            elif len(record) > width:
+                return line, f"{len(record)} fields, but the header has {width}"
+    except _CsvRecordError as err:
+        return err.line, f"{err} (a quoted field that is not closed?)"
     return None
 
 
