@@ -26,23 +26,14 @@ import yaml
 import run_mtl
 from tests.bad_input import assert_one_line_error, run_cli
 from tests.conftest import save_tiny_bert, tiny_encoder_config
-from tests.trainer_fixtures import NER, ner_rows, topic_rows
+from tests.trainer_fixtures import NER, write_task_files
 
 
 def write_workspace(root: Path, tokenizer_dir: Path) -> dict[str, Path]:
     """A tiny pretrained-looking BERT folder, JSONL + CoNLL data and a task file with absolute paths."""
     encoder_dir = save_tiny_bert(root / "tiny-bert", tokenizer_dir)
     data = root / "data"
-    data.mkdir()
-    for split, n, seed in (("train", 24, 0), ("dev", 9, 1), ("test", 7, 2)):
-        rows = topic_rows(n, seed)
-        with (data / f"topic_{split}.jsonl").open("w") as handle:
-            for text, label in zip(rows["text"], rows["label"]):
-                handle.write(json.dumps({"sentence": text, "category": label}) + "\n")
-        rows = ner_rows(n, seed)
-        blocks = ["\n".join(f"{w} {t}" for w, t in zip(words, tags))
-                  for words, tags in zip(rows["tokens"], rows["ner_tags"])]
-        (data / f"ner_{split}.conll").write_text("-DOCSTART- O\n\n" + "\n\n".join(blocks) + "\n")
+    write_task_files(data)
     topic = {"name": "topic", "type": "classification", "train_file": str(data / "topic_train.jsonl"),
              "validation_file": str(data / "topic_dev.jsonl"), "test_file": str(data / "topic_test.jsonl"),
              "text_column_name": "sentence", "label_column_name": "category"}

@@ -15,7 +15,7 @@ import yaml
 
 from mtl_hf import TaskSpec
 from tests.conftest import save_tiny_bert, tiny_encoder_config
-from tests.trainer_fixtures import NER, TOPIC, ner_rows, topic_rows
+from tests.trainer_fixtures import NER, TOPIC, write_task_files
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPT = REPO / "run_mtl.py"
@@ -28,15 +28,7 @@ def workspace(tmp_path_factory: pytest.TempPathFactory, tokenizer_dir: Path) -> 
     encoder_dir = save_tiny_bert(root / "tiny-bert", tokenizer_dir)
 
     data = root / "data"
-    data.mkdir()
-    for split, n, seed in (("train", 24, 0), ("dev", 9, 1), ("test", 7, 2)):
-        rows = topic_rows(n, seed)
-        with (data / f"topic_{split}.jsonl").open("w") as handle:
-            for text, label in zip(rows["text"], rows["label"]):
-                handle.write(json.dumps({"sentence": text, "category": label}) + "\n")
-        rows = ner_rows(n, seed)
-        blocks = ["\n".join(f"{w} {t}" for w, t in zip(words, tags)) for words, tags in zip(rows["tokens"], rows["ner_tags"])]
-        (data / f"ner_{split}.conll").write_text("-DOCSTART- O\n\n" + "\n\n".join(blocks) + "\n")
+    write_task_files(data)
     tasks = {
         "tasks": [
             {"name": "topic", "type": "classification", "train_file": "data/topic_train.jsonl",

@@ -6,6 +6,7 @@ tokenized row carries its index in its task's dataset (`ROW_ID`), so tests can c
 
 from __future__ import annotations
 
+import json
 import random
 from collections.abc import Callable
 from pathlib import Path
@@ -77,6 +78,21 @@ def ner_rows(n: int, seed: int) -> dict[str, list]:
         sentences.append(words)
         tags.append(sentence_tags)
     return {"tokens": sentences, "ner_tags": tags}
+
+
+def write_task_files(data: Path) -> None:
+    """The toy tasks as files a task file can name: `topic_{train,dev,test}.jsonl` (columns `sentence`, `category`)
+    and `ner_{train,dev,test}.conll`, with 24, 9 and 7 examples."""
+    data.mkdir()
+    for split, n, seed in (("train", 24, 0), ("dev", 9, 1), ("test", 7, 2)):
+        rows = topic_rows(n, seed)
+        with (data / f"topic_{split}.jsonl").open("w") as handle:
+            for text, label in zip(rows["text"], rows["label"]):
+                handle.write(json.dumps({"sentence": text, "category": label}) + "\n")
+        rows = ner_rows(n, seed)
+        blocks = ["\n".join(f"{w} {t}" for w, t in zip(words, tags))
+                  for words, tags in zip(rows["tokens"], rows["ner_tags"])]
+        (data / f"ner_{split}.conll").write_text("-DOCSTART- O\n\n" + "\n\n".join(blocks) + "\n")
 
 
 def tokenized(
