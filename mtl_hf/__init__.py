@@ -7,6 +7,7 @@ from .modeling_multitask import MultiTaskModel, MultiTaskModelOutput
 from .sampler import MultiTaskBatchSampler, SamplingStrategy
 from .data import MultiTaskDataCollator, load_task_file, preprocess_task
 from .pipeline import MultiTaskPipeline
+from .task_types import TaskType, get_task_type, register_task_type
 from .trainer import MultiTaskPredictionOutput, MultiTaskTrainer, NonFiniteLossError
 from .training_args import MultiTaskTrainingArguments
 
@@ -32,7 +33,10 @@ __all__ = [
     "NonFiniteLossError",
     "SamplingStrategy",
     "TaskSpec",
+    "TaskType",
     "__version__",
+    "get_task_type",
     "load_task_file",
     "preprocess_task",
+    "register_task_type",
 ]

@@ -15,20 +15,48 @@ from typing import Any
 
 from transformers import AutoConfig, PreTrainedConfig
 
-TASK_TYPES = ("classification", "ner")
 POOLING_MODES = ("cls", "mean")
 # How the tags of a NER task mark entities. IOB2: B-X begins an entity, I-X continues it; IOBES (BIOES) adds E-X (end)
 # and S-X (single-word entity); BILOU names them L-X (last) and U-X (unit); IO: tags without prefixes (`PER`, or POS
 # tags such as `NN`), scored per word since they delimit no spans. IOB1 data is converted to IOB2 when it is loaded.
 TAG_SCHEMES = ("IOB2", "IOBES", "BILOU", "IO")
 OUTSIDE_TAG = "O"  # the tag of a word outside any entity
-# The fields of a task that shape the model; the rest of TaskSpec only says where the task's data lives.
-MODEL_FIELDS = ("name", "type", "labels", "weight", "dropout", "pooling", "tag_scheme")
-# Model fields that mean something for one task type only; the others are not written to config.json.
-TYPE_FIELDS = {"pooling": "classification", "tag_scheme": "ner"}
+DEFAULT_THRESHOLD = 0.5  # multilabel: a label is predicted when its probability reaches this
+DEFAULT_LABEL_DELIMITER = ","  # multilabel: what separates the labels of a row given as one string (CSV)
+
+
+@dataclass(frozen=True)
+class TaskTypeInfo:
+    """What a saved model must know of a task type to load and run: the shape of its head (``sequence``: one output
+    vector per input; ``token``: one per token), its loss (see ``modeling_multitask.LOSSES``), whether it has named
+    labels, and the task fields that apply to this type only. It lives here, in a file that ``save_pretrained``
+    copies for ``trust_remote_code``, so that a model loads where mtl_hf is not installed; everything else about a
+    type (reading and encoding rows, metrics, predictions, pipeline output, card) is its module in
+    ``mtl_hf.task_types``, which registers itself here with one entry."""
+
+    head: str
+    loss: str
+    has_labels: bool = True
+    fields: tuple[str, ...] = ()
+    default_columns: tuple[str, str] = ("text", "label")
+
+
+TASK_TYPES: dict[str, TaskTypeInfo] = {
+    "classification": TaskTypeInfo("sequence", "cross_entropy", fields=("pooling", "text_pair_column_name")),
+    "regression": TaskTypeInfo("sequence", "mse", has_labels=False, fields=("pooling", "text_pair_column_name")),
+    "multilabel": TaskTypeInfo(
+        "sequence", "bce", fields=("pooling", "threshold", "label_delimiter"), default_columns=("text", "labels")
+    ),
+    "ner": TaskTypeInfo("token", "cross_entropy", fields=("tag_scheme",), default_columns=("tokens", "ner_tags")),
+}
+# The fields of a task that shape the model or how its outputs are read; the rest of TaskSpec only says where the
+# task's data lives. Type-specific ones are written to config.json only for the types they apply to.
+MODEL_FIELDS = (
+    "name", "type", "labels", "weight", "dropout", "main_metric", "pooling", "tag_scheme", "threshold",
+    "text_pair_column_name",
+)
 # The encoder of a config built without one (as in EncoderDecoderConfig), e.g. by `AutoConfig.for_model`.
 DEFAULT_ENCODER_TYPE = "bert"
-DEFAULT_COLUMNS = {"classification": ("text", "label"), "ner": ("tokens", "ner_tags")}
 # A task name keys the model's heads (a torch ModuleDict), the metrics (`eval_<task>_f1`) and file names
 # (`predict_results_<task>.txt`): letters, digits, `_` and `-`, starting with a letter, so that it is safe in all three
 # (no `.`, which ModuleDict refuses, no `/` or space, which break or mangle file names, nothing that looks like a
@@ -38,7 +66,7 @@ MAX_TASK_NAME_LENGTH = 64
 # Fields that hold a path or a column or dataset name: a string when given.
 STRING_FIELDS = (
     "train_file", "validation_file", "test_file", "dataset_name", "dataset_config_name", "text_column_name",
-    "label_column_name",
+    "text_pair_column_name", "label_column_name", "main_metric",
 )
 
 
@@ -108,30 +136,51 @@ class TaskSpec:
     labels: list[str] | None = None
     weight: float = 1.0
     dropout: float | None = None
+    main_metric: str | None = None
     pooling: str | None = None
     tag_scheme: str | None = None
+    threshold: float | None = None
     train_file: str | None = None
     validation_file: str | None = None
     test_file: str | None = None
     dataset_name: str | None = None
     dataset_config_name: str | None = None
     text_column_name: str | None = None
+    text_pair_column_name: str | None = None
     label_column_name: str | None = None
+    label_delimiter: str | None = None
 
     def __post_init__(self) -> None:
-        if self.type == "classification" and self.pooling is None:
+        info = TASK_TYPES.get(self.type)
+        if info is not None and "pooling" in info.fields and self.pooling is None:
             self.pooling = "cls"
-        elif self.type == "ner" and self.pooling == "cls":
+        elif info is not None and "pooling" not in info.fields and self.pooling == "cls":
             # `cls`, the former default for every task, is what earlier config.json files and task entries carry on
             # NER tasks, where pooling means nothing.
             self.pooling = None
+        if info is not None and "threshold" in info.fields and self.threshold is None:
+            self.threshold = DEFAULT_THRESHOLD
+        if info is not None and "label_delimiter" in info.fields and self.label_delimiter is None:
+            self.label_delimiter = DEFAULT_LABEL_DELIMITER
         self.validate(require_labels=False)
         if self.labels is not None:
             self.labels = list(self.labels)
         self.weight = float(self.weight)
-        default_text, default_label = DEFAULT_COLUMNS[self.type]
+        if self.threshold is not None:
+            self.threshold = float(self.threshold)
+        default_text, default_label = info.default_columns
         self.text_column_name = self.text_column_name or default_text
         self.label_column_name = self.label_column_name or default_label
+
+    @property
+    def info(self) -> TaskTypeInfo:
+        """What the model knows of this task's type (head shape, loss, labels, fields)."""
+        return TASK_TYPES[self.type]
+
+    @property
+    def takes_pairs(self) -> bool:
+        """Whether each input is a pair of texts (``text_pair_column_name`` is set)."""
+        return self.text_pair_column_name is not None
 
     def _error(self, field_name: str, problem: str) -> ValueError:
         return ValueError(f"Task {self.name!r}: field {field_name!r} {problem}")
@@ -141,7 +190,9 @@ class TaskSpec:
         check_task_name(self.name)
         if self.type not in TASK_TYPES:
             raise self._error("type", f"is {self.type!r}; expected one of {', '.join(TASK_TYPES)}")
-        if self.labels is not None or require_labels:
+        if not self.info.has_labels and self.labels is not None:
+            raise self._error("labels", f"is {self.labels!r}; {self.type} tasks have no labels")
+        if self.info.has_labels and (self.labels is not None or require_labels):
             self._check_labels()
         if not _is_number(self.weight) or not math.isfinite(self.weight) or self.weight <= 0:
             raise self._error("weight", f"must be a finite number > 0, got {self.weight!r}")
@@ -154,17 +205,26 @@ class TaskSpec:
             if value is not None and (not isinstance(value, str) or not value.strip()):
                 what = "one string" if isinstance(value, (list, tuple)) else "a non-empty string"
                 raise self._error(name, f"must be {what}, got {type(value).__name__} {value!r}")
-        if self.type == "classification" and self.pooling not in POOLING_MODES:
+        if self.label_delimiter is not None and (not isinstance(self.label_delimiter, str) or not self.label_delimiter):
+            raise self._error("label_delimiter", f"must be a non-empty string, got {self.label_delimiter!r}")
+        for name, applies_to in _type_fields().items():
+            if getattr(self, name) is not None and self.type not in applies_to:
+                kinds = " and ".join([", ".join(applies_to[:-1]), applies_to[-1]] if len(applies_to) > 1 else applies_to)
+                raise self._error(name, f"is {getattr(self, name)!r}; it applies to {kinds} tasks only")
+        if self.pooling is not None and self.pooling not in POOLING_MODES:
             raise self._error("pooling", f"is {self.pooling!r}; expected one of {', '.join(POOLING_MODES)}")
-        if self.type == "classification" and self.tag_scheme is not None:
-            raise self._error("tag_scheme", f"is {self.tag_scheme!r}; it applies to ner tasks only")
-        if self.type == "ner" and self.pooling is not None:
-            raise self._error("pooling", f"is {self.pooling!r}; it applies to classification tasks only")
-        if self.type == "ner" and self.tag_scheme not in (None, *TAG_SCHEMES):
+        if self.tag_scheme not in (None, *TAG_SCHEMES):
             raise self._error(
                 "tag_scheme", f"is {self.tag_scheme!r}; expected one of {', '.join(TAG_SCHEMES)} (IOB1 data is "
                 "converted to IOB2 when it is loaded)"
             )
+        if self.threshold is not None and (
+            not _is_number(self.threshold) or not math.isfinite(self.threshold) or not 0.0 < self.threshold < 1.0
+        ):
+            raise self._error("threshold", f"must be a number in (0, 1), got {self.threshold!r}")
+        if self.text_pair_column_name is not None and self.text_pair_column_name == self.text_column_name:
+            raise self._error("text_pair_column_name", f"is {self.text_pair_column_name!r}, the same column as "
+                              "text_column_name")
 
     def _check_labels(self) -> None:
         """``labels``: a non-empty list of distinct, non-blank strings. A bare string would be read as its
@@ -204,8 +264,15 @@ class TaskSpec:
         return cls(**data)
 
     def to_config_dict(self) -> dict[str, Any]:
-        """The model-relevant fields, as stored in ``config.json`` (without those of the other task type)."""
-        return {key: getattr(self, key) for key in MODEL_FIELDS if TYPE_FIELDS.get(key, self.type) == self.type}
+        """The model-relevant fields, as stored in ``config.json``: without those of other task types, and without
+        optional ones that are not set (so configs stay readable by earlier versions where nothing new is used)."""
+        applies = _type_fields()
+        return {
+            key: getattr(self, key)
+            for key in MODEL_FIELDS
+            if self.type in applies.get(key, (self.type,))
+            and not (key in _OPTIONAL_MODEL_FIELDS and getattr(self, key) is None)
+        }
 
     @property
     def id2label(self) -> dict[int, str]:
@@ -217,14 +284,30 @@ class TaskSpec:
 
     @property
     def num_labels(self) -> int:
-        return len(self.labels or [])
+        """The head's number of outputs: one per label, or 1 for a type without labels (regression), as in
+        transformers' ``num_labels``."""
+        return len(self.labels or []) if self.info.has_labels else 1
+
+
+def _type_fields() -> dict[str, tuple[str, ...]]:
+    """field -> the task types it applies to (from ``TASK_TYPES``); set on another type, it is an error."""
+    applies: dict[str, tuple[str, ...]] = {}
+    for name, info in TASK_TYPES.items():
+        for field_name in info.fields:
+            applies[field_name] = (*applies.get(field_name, ()), name)
+    return applies
+
+
+# Model fields left out of config.json while unset.
+_OPTIONAL_MODEL_FIELDS = ("main_metric", "text_pair_column_name")
 
 
 def _spec_from_config(task: dict[str, Any]) -> TaskSpec:
     """A task as stored in config.json. Configs saved before ``pooling`` was limited to classification carry it on
     NER tasks too (``cls``, or whatever the task file said), where it never did anything: it is dropped there."""
     task = dict(task)
-    if task.get("type") == "ner":
+    info = TASK_TYPES.get(task.get("type"))
+    if info is not None and "pooling" not in info.fields:
         task.pop("pooling", None)
     return TaskSpec.from_dict(task)
 

@@ -19,7 +19,7 @@ import logging
 import os
 import re
 import socket
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -39,12 +39,9 @@ from transformers import (
 )
 
 from .configuration_multitask import OUTSIDE_TAG, MultiTaskConfig, TaskSpec, check_distinct_names
-from .tokenization import (
-    encode_texts,
-    encode_words,
-    max_input_length,
-    prepare_tokenizer,
-)
+from .task_types import get_task_type
+from .task_types.base import SplitContext
+from .tokenization import max_input_length, prepare_tokenizer
 
 logger = logging.getLogger(__name__)
 
@@ -422,7 +419,7 @@ def _load_file(spec: TaskSpec, split: str, path: str, cache_dir: str | None) -> 
     if os.path.getsize(path) == 0:
         raise ValueError(f"{where}: file {path!r} is empty")
     suffix = Path(path).suffix.lower()
-    if suffix in CONLL_EXTENSIONS and spec.type != "ner":
+    if suffix in CONLL_EXTENSIONS and spec.info.head != "token":
         raise ValueError(f"{where}: {path!r} is a CoNLL column file, which holds NER data only")
     if suffix not in FILE_BUILDERS and suffix not in CONLL_EXTENSIONS:
         known = ", ".join([*FILE_BUILDERS, *CONLL_EXTENSIONS])
@@ -603,34 +600,45 @@ def _load_conll(spec: TaskSpec, where: str, path: str, cache_dir: str | None) ->
 _PREFIXED_TAG = re.compile(r"^([BIESLU])-(.+)$")
 
 
-def _class_label_names(feature: Any, task_type: str) -> list[str] | None:
-    """The names of a ``ClassLabel`` column (for NER: of a list of ``ClassLabel``), else ``None``."""
-    if task_type == "ner" and isinstance(feature, (datasets.Sequence, datasets.LargeList)):
+def _class_label_names(feature: Any) -> list[str] | None:
+    """The names of a ``ClassLabel`` column, or of a column of lists of ``ClassLabel`` (tags), else ``None``."""
+    if isinstance(feature, (datasets.Sequence, datasets.LargeList, datasets.List)):
         feature = feature.feature
     return list(feature.names) if isinstance(feature, datasets.ClassLabel) else None
 
 
 def resolve_labels(spec: TaskSpec, raw: datasets.DatasetDict) -> TaskSpec:
-    """Return ``spec`` with ``labels`` (and, for NER, ``tag_scheme``) filled in.
+    """Return ``spec`` with what its type reads from the data filled in: ``labels`` (and, for NER, ``tag_scheme``).
 
     The label order fixes the label ids stored in the model config. It comes from, by priority: the spec's own
     ``labels``; the names of a ``ClassLabel`` feature; the sorted set of string labels seen in the train split.
     Integer labels carry no names, so they need one of the first two. For NER the tag scheme is detected from the
-    labelled data (see :func:`detect_tag_scheme`); IOB1 data gets the B- labels its conversion to IOB2 needs.
+    labelled data (see :func:`detect_tag_scheme`); IOB1 data gets the B- labels its conversion to IOB2 needs. A
+    ``main_metric`` the task's type does not report is refused here.
     """
-    labels, derived = _resolve_label_list(spec, raw)
-    spec = dataclasses.replace(spec, labels=labels)
-    return _with_tag_scheme(spec, raw, labels_derived=derived) if spec.type == "ner" else spec
+    task_type = get_task_type(spec)
+    spec = task_type.resolve_labels(spec, raw)
+    task_type.check_main_metric(spec)
+    return spec
 
 
-def _resolve_label_list(spec: TaskSpec, raw: datasets.DatasetDict) -> tuple[list[str], bool]:
-    """The task's labels, and whether they were derived from the data (rather than given or named by ClassLabel)."""
+def _resolve_label_list(
+    spec: TaskSpec,
+    raw: datasets.DatasetDict,
+    class_names: Callable[[Any], list[str] | None],
+    labels_of: Callable[[Any], list[Any]],
+) -> tuple[list[str], bool]:
+    """The task's labels, and whether they were derived from the data (rather than given or named by ClassLabel).
+
+    ``class_names(feature)``: the label names a column's feature declares; ``labels_of(value)``: the labels in one
+    row's label value (one label, a tag per word, a set of labels).
+    """
     if spec.labels:
         return list(spec.labels), False
     column = spec.label_column_name
     labelled = [split for split in SPLITS if split in raw and column in raw[split].column_names]
     for split in labelled:
-        names = _class_label_names(raw[split].features[column], spec.type)
+        names = class_names(raw[split].features[column])
         if names:
             return names, False
     if "train" in raw and "train" not in labelled:
@@ -646,7 +654,7 @@ def _resolve_label_list(spec: TaskSpec, raw: datasets.DatasetDict) -> tuple[list
     rows = _rows_of(spec, raw, "train")
     seen: set[str] = set()
     for row, value in enumerate(values):
-        for tag in (value if spec.type == "ner" and isinstance(value, list) else [value]):
+        for tag in labels_of(value):
             # Anything but strings and numbers (missing or malformed labels) is reported by preprocess_task.
             if _is_number(tag):
                 raise rows.error(
@@ -780,7 +788,7 @@ def _with_tag_scheme(spec: TaskSpec, raw: datasets.DatasetDict, labels_derived: 
     for split, dataset in raw.items():
         if column not in dataset.column_names:
             continue
-        names = _class_label_names(dataset.features[column], spec.type) or spec.labels
+        names = _class_label_names(dataset.features[column]) or spec.labels
         rows = _rows_of(spec, raw, split)
         row = 0
         for batch in dataset.select_columns([column]).iter(batch_size=1000):
@@ -977,150 +985,6 @@ class _Rows:
         return ValueError(f"{where}: {problem}")
 
 
-def _output_features(tokenizer: PreTrainedTokenizerBase, task_type: str, with_labels: bool) -> datasets.Features:
-    """The schema of a tokenized split, fixed up front so that a batch whose rows were all skipped still fits."""
-    ids = datasets.List(datasets.Value("int64"))
-    features = {name: ids for name in tokenizer.model_input_names}
-    features[TASK_COLUMN] = datasets.Value("string")
-    features[_TRUNCATED_COLUMN] = datasets.Value("bool")
-    if task_type == "ner":
-        features[WORD_IDS_COLUMN] = ids
-        features[NUM_WORDS_COLUMN] = datasets.Value("int64")
-        features[_CONVERTED_COLUMN] = datasets.Value("int64")
-    if with_labels:
-        features["labels"] = ids if task_type == "ner" else datasets.Value("int64")
-    return datasets.Features(features)
-
-
-def _encode_classification(
-    batch: dict[str, list],
-    indices: list[int],
-    *,
-    tokenizer: PreTrainedTokenizerBase,
-    rows: _Rows,
-    text_column: str,
-    label_column: str | None,
-    label2id: dict[str, int],
-    class_names: list[str] | None,
-    max_length: int,
-    skip_empty: bool,
-) -> dict[str, list]:
-    """Validate and tokenize a batch of classification rows as the pipeline encodes a text (``encode_texts``).
-
-    With ``skip_empty`` (train) rows whose text is empty are left out (counted by the caller from the change in
-    length); otherwise such a row is kept and encoded as the special tokens alone, so that it gets a prediction.
-    """
-    texts: list[str] = []
-    labels: list[int] = []
-    for position, row in enumerate(indices):
-        text = batch[text_column][position]
-        if text is None:
-            raise rows.error(row, text_column, "missing text")
-        if not isinstance(text, str):
-            raise rows.error(row, text_column, f"expected a string, got {type(text).__name__} {text!r}")
-        if skip_empty and not text.strip():
-            continue
-        texts.append(text)
-        if label_column is not None:
-            try:
-                labels.append(_label_id(batch[label_column][position], label2id, class_names))
-            except _LabelError as err:
-                raise rows.error(row, label_column, str(err)) from None
-    if texts:
-        encoding = encode_texts(tokenizer, texts, truncation=True, max_length=max_length)
-        output = dict(encoding)
-        output[_TRUNCATED_COLUMN] = [bool(part.overflowing) for part in encoding.encodings]
-    else:
-        output = {name: [] for name in tokenizer.model_input_names}
-        output[_TRUNCATED_COLUMN] = []
-    output[TASK_COLUMN] = [rows.task] * len(texts)
-    if label_column is not None:
-        output["labels"] = labels
-    return output
-
-
-def _lost_words(kept_word_ids: list[int | None], overflowing: list[Any]) -> bool:
-    """Whether truncation cut off a word entirely (so it is neither trained nor scored).
-
-    The fast tokenizer keeps what truncation removed as overflowing encodings. A word whose first sub-token was kept
-    still has its label, so only words absent from the kept part count; words that yield no sub-token at all appear
-    in neither part and rightly do not count.
-    """
-    kept = set(kept_word_ids)
-    return any(w is not None and w not in kept for part in overflowing for w in part.word_ids)
-
-
-def _encode_ner(
-    batch: dict[str, list],
-    indices: list[int],
-    *,
-    tokenizer: PreTrainedTokenizerBase,
-    rows: _Rows,
-    text_column: str,
-    label_column: str | None,
-    label2id: dict[str, int],
-    class_names: list[str] | None,
-    continuation: list[int] | None,
-    iob2: tuple[list[str | None], dict[int, int]] | None,
-    max_length: int,
-) -> dict[str, list]:
-    """Validate and tokenize a batch of pre-split sentences, aligning word tags to sub-tokens.
-
-    With ``iob2`` (see :func:`_iob2_begin_ids`), I- tags that start an entity become B- tags (IOB1 -> IOB2); the
-    number changed per sentence goes to the ``_converted`` column for the caller's count.
-    """
-    sentences: list[list[str]] = []
-    sentence_labels: list[list[int]] = []
-    converted: list[int] = []
-    for position, row in enumerate(indices):
-        words = batch[text_column][position]
-        if words is None:
-            raise rows.error(row, text_column, "missing tokens")
-        if not isinstance(words, list):
-            raise rows.error(row, text_column, f"expected a list of words, got {type(words).__name__} {words!r}")
-        if not words:
-            raise rows.error(row, text_column, "empty token list")
-        for word_index, word in enumerate(words):
-            if not isinstance(word, str):
-                raise rows.error(row, text_column, f"word {word_index} is {type(word).__name__} {word!r}, not a string")
-        sentences.append(words)
-        if label_column is None:
-            converted.append(0)
-            continue
-        tags = batch[label_column][position]
-        if tags is None:
-            raise rows.error(row, label_column, "missing label")
-        if not isinstance(tags, list):
-            raise rows.error(row, label_column, f"expected a list of tags, got {type(tags).__name__} {tags!r}")
-        if len(tags) != len(words):
-            raise rows.error(row, label_column, f"{len(tags)} tags for {len(words)} tokens")
-        tag_ids: list[int] = []
-        for word_index, tag in enumerate(tags):
-            try:
-                tag_ids.append(_label_id(tag, label2id, class_names))
-            except _LabelError as err:
-                raise rows.error(row, label_column, str(err), word=word_index) from None
-        converted.append(_to_iob2(tag_ids, *iob2) if iob2 else 0)
-        sentence_labels.append(tag_ids)
-
-    encoding = encode_words(tokenizer, sentences, truncation=True, max_length=max_length)
-    output = dict(encoding)
-    output[TASK_COLUMN] = [rows.task] * len(sentences)
-    all_word_ids = [encoding.word_ids(i) for i in range(len(sentences))]
-    output[WORD_IDS_COLUMN] = [[-1 if w is None else w for w in word_ids] for word_ids in all_word_ids]
-    output[NUM_WORDS_COLUMN] = [len(words) for words in sentences]
-    output[_TRUNCATED_COLUMN] = [
-        _lost_words(word_ids, encoding.encodings[i].overflowing) for i, word_ids in enumerate(all_word_ids)
-    ]
-    output[_CONVERTED_COLUMN] = converted
-    if label_column is not None:
-        output["labels"] = [
-            align_labels_with_tokens(word_ids, labels, continuation)
-            for word_ids, labels in zip(all_word_ids, sentence_labels)
-        ]
-    return output
-
-
 class TaskDatasetDict(datasets.DatasetDict):
     """The tokenized splits of one task, plus what preprocessing had to cut or leave out.
 
@@ -1167,27 +1031,31 @@ def preprocess_task(
     load_from_cache_file: bool = True,
     encoder_config: PreTrainedConfig | None = None,
 ) -> TaskDatasetDict:
-    """Validate and tokenize every split of one task with batched, cached ``Dataset.map``.
+    """Validate and tokenize every split of one task with batched, cached ``Dataset.map``: the task's type
+    (``mtl_hf.task_types``) encodes each split; this checks the columns and collects the reports.
 
     Text is encoded exactly as :class:`~mtl_hf.pipeline.MultiTaskPipeline` encodes it (``mtl_hf.tokenization``):
-    classification texts are split into words with ``split_words``, and words are encoded with
+    texts are split into words with ``split_words`` (pairs: both texts, as the tokenizer's pair encoding with
+    ``longest_first`` truncation), and words are encoded with
     ``is_split_into_words=True`` by the tokenizer as ``prepare_tokenizer`` sets it up (a byte-level BPE tokenizer
     without ``add_prefix_space`` is used through a prepared copy, never as it is). ``max_seq_length`` is capped by
     ``max_input_length(tokenizer, encoder_config)`` when the encoder's config is given (for a saved
     ``MultiTaskConfig``, its ``.encoder``), else by the tokenizer's ``model_max_length``.
 
-    Output columns: the tokenizer's model inputs, ``labels`` (an id for classification, one id per sub-token with
-    -100 for NER), ``task`` and, for NER, ``word_ids`` (word index per sub-token, -1 for special tokens) and
+    Output columns: the tokenizer's model inputs, ``labels`` (an id for classification, a float for regression, a
+    multi-hot float vector for multilabel, one id per sub-token with -100 for NER), ``task`` and, for NER, ``word_ids`` (word index per sub-token, -1 for special tokens) and
     ``num_words`` (words in the input row, including any that yield no sub-token or were cut off). A split without
     the label column (unlabelled data to predict on) is only allowed as ``test`` and gets no ``labels``.
     ``label_all_tokens`` applies to the train split only, so that evaluation scores each word exactly once. NER tags
     in IOB2 (``spec.tag_scheme`` "IOB2", or ``None``) that start an entity with I- (IOB1) are turned into B- tags,
-    in every split, with a warning that counts them. ``spec.labels`` must be set (see :func:`resolve_labels`).
+    in every split, with a warning that counts them. ``spec.labels`` must be set for a type with labels (see
+    :func:`resolve_labels`).
     """
-    if not spec.labels:
+    if spec.info.has_labels and not spec.labels:
         raise ValueError(f"Task {spec.name!r}: labels are not set; call resolve_labels(spec, raw) first")
     if not tokenizer.is_fast:
         raise ValueError(f"Task {spec.name!r}: a fast tokenizer is needed (see load_tokenizer)")
+    task_type = get_task_type(spec)
     tokenizer = prepare_tokenizer(tokenizer)
     if isinstance(encoder_config, MultiTaskConfig):
         encoder_config = encoder_config.encoder
@@ -1201,79 +1069,25 @@ def preprocess_task(
         columns = dataset.column_names
         where = f"Task {spec.name!r}, split {split!r}" + (f" ({rows.path or rows.origin})" if rows.path or rows.origin
                                                             else "")
-        if spec.text_column_name not in columns:
-            raise ValueError(f"{where}: column {spec.text_column_name!r} not found; columns: {', '.join(columns)}")
+        for column in task_type.input_columns(spec):
+            if column not in columns:
+                raise ValueError(f"{where}: column {column!r} not found; columns: {', '.join(columns)}")
         label_column = spec.label_column_name if spec.label_column_name in columns else None
         if label_column is None and split != "test":
             raise ValueError(
                 f"{where}: column {spec.label_column_name!r} not found; columns: {', '.join(columns)} "
                 "(only a test split may be unlabelled)"
             )
-        class_names = _class_label_names(dataset.features[label_column], spec.type) if label_column else None
-        fn_kwargs: dict[str, Any] = {
-            "tokenizer": tokenizer,
-            "rows": rows,
-            "text_column": spec.text_column_name,
-            "label_column": label_column,
-            "label2id": spec.label2id,
-            "class_names": class_names,
-            "max_length": max_length,
-        }
-        if spec.type == "ner":
-            use_continuation = label_all_tokens and split == "train"
-            fn_kwargs["continuation"] = continuation_label_ids(spec.labels) if use_continuation else None
-            fn_kwargs["iob2"] = _iob2_begin_ids(spec.labels) if spec.tag_scheme in (None, "IOB2") else None
-        else:
-            fn_kwargs["skip_empty"] = split == "train"
-        encoded = dataset.map(
-            _encode_ner if spec.type == "ner" else _encode_classification,
-            batched=True,
-            with_indices=True,
-            fn_kwargs=fn_kwargs,
-            remove_columns=columns,
-            features=_output_features(tokenizer, spec.type, label_column is not None),
-            num_proc=num_proc,
+        context = SplitContext(
+            spec=spec, split=split, rows=rows, where=where, tokenizer=tokenizer, max_length=max_length,
+            label_column=label_column, label_all_tokens=label_all_tokens, num_proc=num_proc,
             load_from_cache_file=load_from_cache_file,
-            desc=f"Tokenizing {spec.name}/{split}",
         )
-        truncated = sum(encoded[_TRUNCATED_COLUMN])
-        processed.truncation_report[split] = (truncated, len(encoded))
-        encoded = encoded.remove_columns(_TRUNCATED_COLUMN)
-        if spec.type == "ner":
-            if truncated:
-                logger.warning(
-                    "task %r, split %r: %d of %d sentences truncated to max_seq_length=%d "
-                    "(their cut-off words are not trained or scored)",
-                    spec.name, split, truncated, len(encoded), max_length,
-                )
-            converted = sum(encoded[_CONVERTED_COLUMN])
-            if converted:
-                logger.warning(
-                    "task %r, split %r: converted IOB1 to IOB2: %d of %d tags changed from I- to B- "
-                    "(an I- tag that starts an entity)",
-                    spec.name, split, converted, sum(encoded[NUM_WORDS_COLUMN]),
-                )
-            encoded = encoded.remove_columns(_CONVERTED_COLUMN)
-        else:
-            if truncated:
-                logger.warning(
-                    "task %r, split %r: %d of %d texts truncated to max_seq_length=%d "
-                    "(the model sees only their first %d tokens)",
-                    spec.name, split, truncated, len(encoded), max_length, max_length,
-                )
-            skipped = len(dataset) - len(encoded)
-            processed.skipped_report[split] = (skipped, len(dataset))
-            if skipped and not len(encoded):
-                raise ValueError(
-                    f"{where}: the text (column {spec.text_column_name!r}) of every one of the {len(dataset)} rows is "
-                    "empty: nothing to train on"
-                )
-            if skipped:
-                logger.warning(
-                    "task %r, split %r: skipped %d of %d rows whose text (column %r) is empty",
-                    spec.name, split, skipped, len(dataset), spec.text_column_name,
-                )
-        processed[split] = encoded
+        encoding = task_type.encode_split(context, dataset)
+        processed.truncation_report[split] = (encoding.truncated, len(encoding.dataset))
+        if encoding.skipped is not None:
+            processed.skipped_report[split] = (encoding.skipped, len(dataset))
+        processed[split] = encoding.dataset
     return processed
 
 
@@ -1312,8 +1126,10 @@ def load_and_preprocess(
 class MultiTaskDataCollator:
     """Pad a task-homogeneous batch to its longest row and say which task it belongs to.
 
-    Token columns are padded by the tokenizer (optionally to a multiple of ``pad_to_multiple_of``), NER labels with
-    ``label_pad_token_id`` to the same length, classification labels become a ``LongTensor``. The output's ``task``
+    Token columns are padded by the tokenizer (optionally to a multiple of ``pad_to_multiple_of``). Labels with one
+    integer id per token (NER) are padded with ``label_pad_token_id`` to the same length; one label per row is
+    stacked as it is: class ids become a ``LongTensor``, regression targets a ``FloatTensor`` and multi-hot
+    multilabel vectors a ``(batch, num_labels)`` ``FloatTensor``, as transformers' collators treat them. The output's ``task``
     is the batch's task name, which the model uses to pick the head; other bookkeeping columns (``word_ids``) are
     dropped. Rows without ``labels`` (unlabelled data) are padded the same way, without labels.
     """
@@ -1340,7 +1156,10 @@ class MultiTaskDataCollator:
         keep = set(self.tokenizer.model_input_names) | {"labels"}
         rows = [{key: value for key, value in feature.items() if key in keep} for feature in features]
         labels = rows[0].get("labels")
-        token_level = isinstance(labels, (list, tuple)) or (isinstance(labels, torch.Tensor) and labels.dim() > 0)
+        if isinstance(labels, torch.Tensor):
+            token_level = labels.dim() > 0 and not labels.is_floating_point()
+        else:
+            token_level = isinstance(labels, (list, tuple)) and bool(labels) and isinstance(labels[0], int)
         batch = dict((self._token_level if token_level else self._sequence_level)(rows))
         batch[TASK_COLUMN] = tasks.pop()
         return batch

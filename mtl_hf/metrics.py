@@ -7,18 +7,24 @@ instantiated directly.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 
 import datasets
 import evaluate
+import numpy as np
 from seqeval.metrics import accuracy_score, classification_report
 from seqeval.scheme import BILOU, IOB2, IOBES
+from scipy.stats import pearsonr, spearmanr
 from sklearn.metrics import f1_score
 
 from .configuration_multitask import OUTSIDE_TAG, TAG_SCHEMES, TaskSpec
+from .task_types import get_task_type
 
 _CLASSIFICATION_DESCRIPTION = "Accuracy and macro-averaged F1 of single-label classification."
+_REGRESSION_DESCRIPTION = "Pearson and Spearman correlation and mean squared error of predicted scores."
+_MULTILABEL_DESCRIPTION = (
+    "Micro- and macro-averaged F1 over per-label decisions, and subset accuracy (every label of an example right)."
+)
 _SEQEVAL_DESCRIPTION = (
     "Over word-level tag sequences: for tags that mark spans (IOB2, IOBES, BILOU), entity-level precision, recall "
     "and F1 (seqeval in strict mode with the task's scheme: an entity is right only if its type and its exact span "
@@ -44,6 +50,63 @@ class ClassificationMetric(evaluate.Metric):
         return {
             "accuracy": correct / len(references) if references else 0.0,
             "macro_f1": float(f1_score(references, predictions, average="macro", zero_division=0)),
+        }
+
+
+class RegressionMetric(evaluate.Metric):
+    """`pearson`, `spearmanr` (correlations of predictions with references; 0.0 where either is constant, for which
+    a correlation is undefined) and `mse`."""
+
+    def _info(self) -> evaluate.MetricInfo:
+        return evaluate.MetricInfo(
+            description=_REGRESSION_DESCRIPTION,
+            citation="",
+            inputs_description="predictions and references: one float per example.",
+            features=datasets.Features(
+                {"predictions": datasets.Value("float64"), "references": datasets.Value("float64")}
+            ),
+        )
+
+    def _compute(self, predictions: Sequence[float], references: Sequence[float]) -> dict[str, float]:
+        predicted, gold = np.asarray(predictions, dtype=np.float64), np.asarray(references, dtype=np.float64)
+        if len(gold) == 0:
+            return {"pearson": 0.0, "spearmanr": 0.0, "mse": 0.0}
+        varies = len(gold) > 1 and np.ptp(predicted) > 0 and np.ptp(gold) > 0
+        return {
+            "pearson": float(pearsonr(predicted, gold)[0]) if varies else 0.0,
+            "spearmanr": float(spearmanr(predicted, gold)[0]) if varies else 0.0,
+            "mse": float(np.mean((predicted - gold) ** 2)),
+        }
+
+
+class MultiLabelMetric(evaluate.Metric):
+    """`micro_f1` (F1 over all example x label decisions), `macro_f1` (unweighted mean of per-label F1 over the
+    labels seen in references or predictions) and `subset_accuracy` (share of examples whose whole label set is
+    right), from multi-hot 0/1 vectors."""
+
+    def _info(self) -> evaluate.MetricInfo:
+        return evaluate.MetricInfo(
+            description=_MULTILABEL_DESCRIPTION,
+            citation="",
+            inputs_description="predictions and references: one multi-hot 0/1 vector per example.",
+            features=datasets.Features(
+                {
+                    "predictions": datasets.Sequence(datasets.Value("int64")),
+                    "references": datasets.Sequence(datasets.Value("int64")),
+                }
+            ),
+        )
+
+    def _compute(self, predictions: list[list[int]], references: list[list[int]]) -> dict[str, float]:
+        predicted, gold = np.asarray(predictions, dtype=np.int64), np.asarray(references, dtype=np.int64)
+        if gold.size == 0:
+            return {"micro_f1": 0.0, "macro_f1": 0.0, "subset_accuracy": 0.0}
+        seen = (predicted.sum(axis=0) + gold.sum(axis=0)) > 0
+        per_label = f1_score(gold, predicted, average=None, zero_division=0)
+        return {
+            "micro_f1": float(f1_score(gold, predicted, average="micro", zero_division=0)),
+            "macro_f1": float(per_label[seen].mean()) if seen.any() else 0.0,
+            "subset_accuracy": float((predicted == gold).all(axis=1).mean()),
         }
 
 
@@ -112,34 +175,16 @@ def _per_tag_scores(predictions: list[list[str]], references: list[list[str]]) -
 
 
 def main_metric(spec: TaskSpec) -> str:
-    """The metric that stands for a task in ``combined_score``, model selection and the model card: ``accuracy`` for
-    classification, entity ``f1`` for NER, ``token_accuracy`` for prefix-less tag sets (which delimit no entities)."""
-    if spec.type == "classification":
-        return "accuracy"
-    return "token_accuracy" if spec.tag_scheme == "IO" else "f1"
-
-
-# A tag that carries a scheme prefix (B-, I-, E-, S-, L-, U-), as seqeval reads it.
-_SCHEME_PREFIX = re.compile(r"^[BIESLU]-")
+    """The metric that stands for a task in ``combined_score``, model selection and the model card: the task's
+    ``main_metric`` if the task file names one, else its type's default (``accuracy`` for classification, entity
+    ``f1`` for NER, ``token_accuracy`` for prefix-less tag sets, ``pearson`` for regression, ``micro_f1`` for
+    multilabel)."""
+    return get_task_type(spec).main_metric(spec)
 
 
 def metric_names(spec: TaskSpec) -> list[str]:
     """Every metric that evaluating task ``spec`` can report, without the ``<prefix>_<task>_`` of the reported key
-    (``eval_ner_PER_f1`` -> ``PER_f1``): ``loss`` and the scores of :class:`ClassificationMetric` (``accuracy``,
-    ``macro_f1``) or :class:`SeqevalMetric`. Per-type (span schemes) or per-tag (IO) ``<X>_f1`` scores are reported
-    only for the types seen in an evaluation's references or predictions; this lists every one the task's labels
-    allow, so it is the set of names that CAN appear (what ``metric_for_best_model`` may name). Keys that a user's
-    ``compute_metrics`` adds are not included. For NER, ``spec.labels`` must be set (see ``resolve_labels``).
-    """
-    if spec.type == "classification":
-        return ["loss", "accuracy", "macro_f1"]
-    if not spec.labels:
-        raise ValueError(f"Task {spec.name!r}: labels are not set; the per-type metrics of a NER task follow them")
-    if spec.tag_scheme == "IO":
-        per_type = sorted(set(spec.labels) - {OUTSIDE_TAG})
-        names = ["loss", "token_accuracy", "macro_f1"]
-    else:
-        # seqeval's entity type of a tag: what follows the prefix letter, without the '-' around it.
-        per_type = sorted({label[1:].strip("-") or "_" for label in spec.labels if _SCHEME_PREFIX.match(label)})
-        names = ["loss", "precision", "recall", "f1", "token_accuracy"]
-    return list(dict.fromkeys(names + [f"{name}_f1" for name in per_type]))
+    (``eval_ner_PER_f1`` -> ``PER_f1``), ``loss`` included: the set of names ``metric_for_best_model`` may name.
+    Per-type NER scores are listed for every type the task's labels allow, so ``spec.labels`` must be set for NER.
+    Keys that a user's ``compute_metrics`` adds are not included."""
+    return get_task_type(spec).metric_names(spec)

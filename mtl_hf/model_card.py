@@ -18,6 +18,7 @@ from typing import Any
 
 from .configuration_multitask import TaskSpec
 from .metrics import main_metric
+from .task_types import get_task_type
 
 NOT_SCORES = ("_runtime", "_per_second", "_samples", "_preparation_time")
 HYPERPARAMETERS = (
@@ -30,15 +31,8 @@ EXAMPLE_TEXT = "Maria Keller joined Northwind Systems in Lyon."
 
 
 def scoring(spec: TaskSpec) -> str:
-    """What a task's main metric measures, in words (the tag scheme decides for NER)."""
-    if spec.type == "classification":
-        return "the share of examples given the right label (macro-F1 is reported as well)"
-    scheme = spec.tag_scheme or "IOB2"  # models saved before tag schemes were recorded are IOB2
-    if scheme == "IO":
-        return ("the share of words given the right tag: the tags have no B-/I- prefixes, so there are no entity "
-                "spans to score (per-tag F1 is reported as well)")
-    return (f"entity-level F1 with seqeval on words, strict {scheme}: an entity counts only with its exact span and "
-            "type (per-type F1 is reported as well)")
+    """What a task's main metric measures, in words (as its type says)."""
+    return get_task_type(spec).scoring(spec)
 
 
 def is_hub_dataset(spec: TaskSpec) -> bool:
@@ -86,8 +80,7 @@ class MultiTaskModelCardData:
         return bool(self.base_model) and not Path(self.base_model).exists() and not self.base_model.startswith("/")
 
     def _metadata(self) -> str:
-        pipeline_tags = sorted({"text-classification" if t.type == "classification" else "token-classification"
-                                for t in self.tasks})
+        pipeline_tags = sorted({get_task_type(task).pipeline_tag for task in self.tasks})
         lines = ["---", "library_name: transformers", "tags:", "- mtl_hf", "- multi-task"]
         lines += [f"- {tag}" for tag in pipeline_tags]
         lines += [f"- {tag}" for tag in self.tags if tag not in ("mtl_hf", "multi-task", *pipeline_tags)]
@@ -104,10 +97,10 @@ class MultiTaskModelCardData:
         return "\n".join(lines)
 
     def _task_table(self) -> str:
-        rows = ["| task | type | labels | weight |", "|---|---|---|---|"]
+        rows = ["| task | type | outputs | weight |", "|---|---|---|---|"]
         for task in self.tasks:
-            labels = ", ".join(f"`{label}`" for label in task.labels or [])
-            rows.append(f"| {task.name} | {task.type} | {labels} | {task.weight:g} |")
+            kind = f"{task.type} (text pairs)" if task.takes_pairs else task.type
+            rows.append(f"| {task.name} | {kind} | {get_task_type(task).card_labels(task)} | {task.weight:g} |")
         return "\n".join(rows)
 
     def _data_section(self) -> str:
@@ -163,12 +156,7 @@ first_piece = {{}}  # word -> position of its first sub-token, which carries the
 for position, word in enumerate(inputs.word_ids(0)):
     if word is not None:
         first_piece.setdefault(word, position)
-for task in model.config.task_specs:
-    ids = logits[task.name][0].argmax(-1).tolist()
-    if task.type == "classification":
-        print(task.name, task.id2label[ids])
-    else:
-        print(task.name, [task.id2label[ids[first_piece[word]]] for word in range(len(words))])
+{self._snippet_lines()}
 ```
 
 With mtl_hf installed, `MultiTaskPipeline` splits raw text into words, runs every task and
@@ -182,6 +170,19 @@ pipe = MultiTaskPipeline.from_pretrained({json.dumps(self.model_id)})
 print(pipe({json.dumps(EXAMPLE_TEXT)}))
 ```
 """
+
+    def _snippet_lines(self) -> str:
+        """Per task, the line that reads its logits for the example (pair tasks need two texts: named only)."""
+        lines = []
+        for task in self.tasks:
+            if task.takes_pairs:
+                lines.append(f"# {task.name} reads text pairs: tokenizer([words], [pair_words], "
+                             "is_split_into_words=True, truncation=True, return_tensors='pt')")
+                continue
+            read = get_task_type(task).snippet(task)
+            lines.append(f"task, out = model.config.get_task({json.dumps(task.name)}), logits[{json.dumps(task.name)}][0]")
+            lines.append(f"print(task.name, {read})")
+        return "\n".join(lines)
 
     def render(self) -> str:
         if self.base_model_is_on_hub:

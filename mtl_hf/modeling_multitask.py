@@ -21,8 +21,9 @@ from .configuration_multitask import MultiTaskConfig, TaskSpec
 
 @dataclass
 class MultiTaskModelOutput(ModelOutput):
-    """Output of one task's head: ``logits`` are ``(batch, num_labels)`` for classification and
-    ``(batch, seq_len, num_labels)`` for NER; ``loss`` is the mean cross-entropy when labels are given."""
+    """Output of one task's head: ``logits`` are ``(batch, num_labels)`` for a sequence head (classification,
+    regression with ``num_labels`` 1, multilabel) and ``(batch, seq_len, num_labels)`` for a token head (NER);
+    ``loss`` is the task type's loss (see ``LOSSES``), a mean over the batch's items, when labels are given."""
 
     loss: torch.FloatTensor | None = None
     logits: torch.FloatTensor | None = None
@@ -54,6 +55,56 @@ def cross_entropy_loss(
     return nn.functional.cross_entropy(
         flat_logits, flat_labels, ignore_index=-100, reduction=reduction, label_smoothing=label_smoothing
     )
+
+
+def mse_loss(
+    logits: torch.Tensor, labels: torch.Tensor, reduction: str = "mean", label_smoothing: float = 0.0
+) -> torch.Tensor:
+    """Squared error of a one-output head ``(batch, 1)`` against float targets ``(batch,)``, as transformers'
+    regression heads compute it (``problem_type="regression"``). Label smoothing has no meaning here."""
+    return nn.functional.mse_loss(logits.reshape(-1).float(), labels.reshape(-1).to(logits.device).float(),
+                                  reduction=reduction)
+
+
+def bce_loss(
+    logits: torch.Tensor, labels: torch.Tensor, reduction: str = "mean", label_smoothing: float = 0.0
+) -> torch.Tensor:
+    """Binary cross-entropy with logits of ``(batch, L)`` against multi-hot ``(batch, L)`` targets, one independent
+    sigmoid per label (``problem_type="multi_label_classification"``); the mean is over all batch x label entries."""
+    return nn.functional.binary_cross_entropy_with_logits(
+        logits.float(), labels.to(logits.device).float(), reduction=reduction
+    )
+
+
+def _labelled_positions(labels: torch.Tensor) -> torch.Tensor:
+    return (labels != -100).sum()
+
+
+def _entries(labels: torch.Tensor) -> torch.Tensor:
+    return torch.tensor(labels.numel(), device=labels.device)
+
+
+@dataclass(frozen=True)
+class Loss:
+    """A task type's loss, and what its mean is over: ``count(labels)`` is the number of items that a ``"sum"``
+    reduction adds up (labelled positions for cross-entropy, examples for MSE, example x label entries for BCE), so
+    that ``loss(..., "sum") / count(labels) == loss(..., "mean")``; the trainer normalises gradient accumulation
+    windows with it."""
+
+    fn: Any
+    count: Any
+
+
+LOSSES: dict[str, Loss] = {
+    "cross_entropy": Loss(cross_entropy_loss, _labelled_positions),
+    "mse": Loss(mse_loss, _entries),
+    "bce": Loss(bce_loss, _entries),
+}
+
+
+def task_loss(spec: TaskSpec) -> Loss:
+    """The loss of ``spec``'s task type (``TASK_TYPES[spec.type].loss``)."""
+    return LOSSES[spec.info.loss]
 
 
 class ClassificationHead(nn.Module):
@@ -124,9 +175,9 @@ class MultiTaskModel(PreTrainedModel):
         return 0.1
 
     def _build_head(self, spec: TaskSpec) -> nn.Module:
-        if spec.type == "classification":
-            return ClassificationHead(self.hidden_size, spec.num_labels, self._head_dropout(spec), spec.pooling)
-        return TokenClassificationHead(self.hidden_size, spec.num_labels, self._head_dropout(spec))
+        if spec.info.head == "token":
+            return TokenClassificationHead(self.hidden_size, spec.num_labels, self._head_dropout(spec))
+        return ClassificationHead(self.hidden_size, spec.num_labels, self._head_dropout(spec), spec.pooling)
 
     def _init_weights(self, module: nn.Module) -> None:
         # Only the heads reach this: the encoder is a PreTrainedModel and gets its own `_init_weights`.
@@ -229,8 +280,9 @@ class MultiTaskModel(PreTrainedModel):
     ) -> MultiTaskModelOutput | tuple:
         """Encode once and apply the head of ``task``; the loss is computed when ``labels`` are given.
 
-        Classification ``labels`` are ``(batch,)`` class ids; NER ``labels`` are ``(batch, seq_len)`` with -100 on
-        positions that carry no word label (special tokens, continuation sub-words, padding).
+        ``labels``: classification ``(batch,)`` class ids; regression ``(batch,)`` floats; multilabel ``(batch,
+        num_labels)`` multi-hot floats; NER ``(batch, seq_len)`` class ids with -100 on positions that carry no word
+        label (special tokens, continuation sub-words, padding).
         """
         spec = self._resolve_task(task)
         encoded = self._encode(
@@ -238,7 +290,7 @@ class MultiTaskModel(PreTrainedModel):
             output_hidden_states, output_attentions,
         )
         logits = self.heads[spec.name](encoded.last_hidden_state, attention_mask)
-        loss = cross_entropy_loss(logits, labels) if labels is not None else None
+        loss = task_loss(spec).fn(logits, labels) if labels is not None else None
         output = MultiTaskModelOutput(
             loss=loss,
             logits=logits,

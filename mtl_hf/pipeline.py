@@ -1,11 +1,21 @@
 """Inference over raw text for a multi-task model: one encoder pass per batch serves every requested task.
 
-``MultiTaskPipeline.from_pretrained(path)(texts, tasks=None)`` returns, per text, ``{task_name: result}``:
+``MultiTaskPipeline.from_pretrained(path)(inputs, tasks=None)`` returns, per input, ``{task_name: result}``; each
+task's type (``mtl_hf.task_types``) decides its result:
 
 * classification: ``{"label": str, "score": float}`` (softmax probability of the label); a text that needed several
   windows also carries ``"windows": n`` (see "Long texts" below);
+* regression: ``{"score": float}`` (the predicted value, on the scale of the training targets; ``"windows"`` too);
+* multilabel: a list of ``{"label", "score"}`` (sigmoid probabilities) for every label whose probability reaches
+  the task's ``threshold``, highest first; with ``all_scores=True``, every label, each with ``"passed"``;
 * NER: a list of entity spans ``{"entity_group", "score", "word", "start", "end"}`` whose ``start``/``end`` are
   character offsets into the *original* text, so ``text[start:end] == word`` always holds.
+
+An input is a text, or a pair ``{"text": ..., "text_pair": ...}`` as transformers' text-classification pipeline
+takes it. Tasks trained on pairs (``text_pair_column_name``) serve pairs, the others serve texts: a text gets the
+requested single-text tasks, a pair the requested pair tasks, and a list may mix both. A pair is encoded as in
+training: the tokenizer's pair encoding of the two texts' words, the longer text cut first where the pair does not
+fit ``max_length`` (no windows).
 
 How text becomes model input
 ----------------------------
@@ -20,7 +30,7 @@ There is one encoding for training, evaluation and this pipeline, for both task 
    tokenizer set up by :func:`prepare_tokenizer`: byte-level BPE tokenizers (RoBERTa, GPT-2 style) get
    ``add_prefix_space=True`` on a copy (the caller's object is left untouched).
 
-Training encodes NER word lists the same way, and classification texts with
+Training encodes NER word lists the same way, and the texts of the other types with
 :func:`~mtl_hf.tokenization.encode_texts` (step 1 then step 2), so a sentence that fits in one window reaches the
 model with exactly the ids it was trained and evaluated on, whatever the tokenizer.
 
@@ -50,13 +60,14 @@ and does not split one (``"Peter\\u200b Smith"`` is one span when both names are
 Long texts
 ----------
 A text whose sub-tokens do not fit in ``max_length`` (by default the smaller of the tokenizer's ``model_max_length``
-and what the encoder's position embeddings allow) is cut into overlapping windows of whole words. Consecutive
-windows share up to ``stride`` sub-tokens of whole words (default: a quarter of the window). Every word that yields a
-sub-token gets a prediction; a word seen by several windows takes the prediction of the window where it is farthest
-from a cut edge (most context on both sides, counted in words; on a tie, the earlier window). A classification over
-several windows is the *mean of the windows' probability vectors* (each window counts once) and reports
-``"windows": n``. A single word longer than a whole window is truncated to its first sub-tokens (its prediction only
-needs the first one). Nothing is ever silently dropped by the encoder and no length raises.
+and what the encoder's position embeddings allow) is cut into overlapping windows of whole words. Consecutive windows
+share up to ``stride`` sub-tokens of whole words (default: a quarter of the window). Every word that yields a
+sub-token gets a prediction; a word seen by several windows takes the prediction of the window where it is farthest from
+a cut edge (most context on both sides, counted in words; on a tie, the earlier window). A classification, regression
+or multilabel result over several windows is the *mean of the windows' scores* (probability vectors, or values; each
+window counts once), and classification and regression report ``"windows": n``. A single word longer than a whole
+window is truncated to its first sub-tokens (its prediction only needs the first one). Nothing is ever silently
+dropped by the encoder and no length raises.
 
 Batching
 --------
@@ -67,7 +78,6 @@ and goes through ONE ``model.forward_tasks`` call that returns the logits of eve
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -76,7 +86,9 @@ from transformers import AutoTokenizer, PreTrainedTokenizerBase
 
 from .configuration_multitask import OUTSIDE_TAG, TAG_SCHEMES, TaskSpec
 from .modeling_multitask import MultiTaskModel
-from .tokenization import Word, encode_words, max_input_length, prepare_tokenizer, split_words
+from .task_types import get_task_type
+from .task_types.base import PipelineState
+from .tokenization import Word, encode_text_pairs, encode_words, max_input_length, prepare_tokenizer, split_words
 
 __all__ = ["MultiTaskPipeline", "group_entities", "plan_windows", "prepare_tokenizer", "split_words"]
 
@@ -200,10 +212,8 @@ class _Document:
     text: str
     words: list[Word]
     windows: list[tuple[int, int]]
-    # NER: per task, per word: (rank of the window that gave it, label id, probability)
-    word_predictions: dict[str, list[tuple[float, int, float] | None]] = field(default_factory=dict)
-    # classification: per task, the sum of the windows' probability vectors
-    class_probs: dict[str, torch.Tensor] = field(default_factory=dict)
+    # per task: what its type gathers from the windows (see mtl_hf.task_types.base.PipelineState)
+    states: dict[str, PipelineState] = field(default_factory=dict)
 
 
 class MultiTaskPipeline:
@@ -264,16 +274,7 @@ class MultiTaskPipeline:
         self.stride = stride
         self._specs = {spec.name: spec for spec in model.config.task_specs}
         for spec in self._specs.values():
-            if spec.type == "ner":
-                try:
-                    scheme = _check_scheme(spec.tag_scheme)
-                    for label in spec.labels:
-                        _parse_tag(label, scheme)
-                except ValueError as err:
-                    raise ValueError(
-                        f"Task {spec.name!r}: {err}. Set the task's 'tag_scheme' in config.json to the scheme of its "
-                        f"labels ({', '.join(TAG_SCHEMES)})"
-                    ) from err
+            get_task_type(spec).check_servable(spec)
 
     @classmethod
     def from_pretrained(
@@ -322,23 +323,52 @@ class MultiTaskPipeline:
     # ---- call -----------------------------------------------------------------------------------------------------
 
     def __call__(
-        self, texts: str | list[str], tasks: str | list[str] | None = None, batch_size: int | None = None
+        self,
+        inputs: str | dict[str, str] | list[str | dict[str, str]],
+        tasks: str | list[str] | None = None,
+        batch_size: int | None = None,
+        **options: Any,
     ) -> dict[str, Any] | list[dict[str, Any]]:
-        """Predict every requested task (default: all) for one text (-> one dict) or a list (-> list of dicts)."""
-        single = isinstance(texts, str)
-        batch = [texts] if single else texts
-        if not isinstance(batch, (list, tuple)) or not all(isinstance(t, str) for t in batch):
-            raise TypeError("MultiTaskPipeline expects a string or a list of strings")
+        """Predict the requested tasks (default: all) for one input (-> one dict) or a list (-> list of dicts).
+
+        An input is a text, or a pair ``{"text": ..., "text_pair": ...}`` as transformers' text-classification
+        pipeline takes it. A text gets the requested tasks that read single texts, a pair those that read pairs
+        (``text_pair_column_name``); an input for which no requested task fits is an error. ``options`` go to the
+        task types' results (``all_scores=True``: every label's score for multilabel tasks).
+        """
+        single = isinstance(inputs, (str, dict))
+        batch = [inputs] if single else inputs
+        if not isinstance(batch, (list, tuple)) or not all(_is_input(item) for item in batch):
+            raise TypeError(
+                'MultiTaskPipeline expects a string, a pair {"text": str, "text_pair": str}, or a list of them'
+            )
         specs = self._resolve_tasks(tasks)
         batch_size = self.batch_size if batch_size is None else batch_size
         if not isinstance(batch_size, int) or batch_size < 1:
             raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
         if not batch:
             return []
+        text_specs = [spec for spec in specs if not spec.takes_pairs]
+        pair_specs = [spec for spec in specs if spec.takes_pairs]
+        texts = [i for i, item in enumerate(batch) if isinstance(item, str)]
+        pairs = [i for i, item in enumerate(batch) if isinstance(item, dict)]
+        if texts and not text_specs:
+            raise ValueError(f"Task(s) {', '.join(s.name for s in specs)} read text pairs: pass "
+                             '{"text": ..., "text_pair": ...}, not a string')
+        if pairs and not pair_specs:
+            raise ValueError(f"Task(s) {', '.join(s.name for s in specs)} read single texts: pass a string, not a "
+                             "text pair")
 
-        documents = self._prepare(list(batch), specs)
-        self._predict(documents, specs, batch_size)
-        results = [self._finish(document, specs) for document in documents]
+        results: list[dict[str, Any]] = [{} for _ in batch]
+        if texts:
+            documents = self._prepare([batch[i] for i in texts], text_specs)
+            self._predict(documents, text_specs, batch_size)
+            for i, document in zip(texts, documents):
+                results[i] = self._finish(document, text_specs, options)
+        for first in range(0, len(pairs), batch_size):
+            chunk = pairs[first : first + batch_size]
+            for i, result in zip(chunk, self._predict_pairs([batch[i] for i in chunk], pair_specs, options)):
+                results[i] = result
         return results[0] if single else results
 
     def _prepare(self, texts: list[str], specs: list[TaskSpec]) -> list[_Document]:
@@ -368,21 +398,28 @@ class MultiTaskPipeline:
             kept = [(word, count) for word, count in zip(words, counts) if count > 0]
             words = [word for word, _ in kept]
             windows = plan_windows([count for _, count in kept], room, self.stride)
-            document = _Document(text=text, words=words, windows=windows)
-            for spec in specs:
-                if spec.type == "ner":
-                    document.word_predictions[spec.name] = [None] * len(words)
-                else:
-                    document.class_probs[spec.name] = torch.zeros(spec.num_labels, dtype=torch.float64)
-            documents.append(document)
+            states = {spec.name: get_task_type(spec).pipeline_state(spec) for spec in specs}
+            documents.append(_Document(text=text, words=words, windows=windows, states=states))
         return documents
+
+    def _forward(self, encoded: Any, specs: list[TaskSpec]) -> dict[str, torch.Tensor]:
+        """One encoder pass for a tokenized batch: every task's scores (as its type reads logits), on the CPU."""
+        inputs = {
+            key: encoded[key].to(self.device)
+            for key in ("input_ids", "attention_mask", "token_type_ids")
+            if key in encoded
+        }
+        logits = self.model.forward_tasks(
+            inputs["input_ids"],
+            inputs.get("attention_mask"),
+            tasks=[spec.name for spec in specs],
+            token_type_ids=inputs.get("token_type_ids"),
+        )
+        return {spec.name: get_task_type(spec).pipeline_scores(spec, logits[spec.name]).cpu() for spec in specs}
 
     def _predict(self, documents: list[_Document], specs: list[TaskSpec], batch_size: int) -> None:
         """Run every window through the model, ``batch_size`` windows per encoder pass, and collect predictions."""
         windows = [(document, window) for document in documents for window in document.windows]
-        task_names = [spec.name for spec in specs]
-        ner_tasks = [spec.name for spec in specs if spec.type == "ner"]
-        class_tasks = [spec.name for spec in specs if spec.type != "ner"]
         self.model.eval()
         with torch.no_grad():
             for first in range(0, len(windows), batch_size):
@@ -395,81 +432,41 @@ class MultiTaskPipeline:
                     padding=True,
                     return_tensors="pt",
                 )
-                inputs = {
-                    key: encoded[key].to(self.device)
-                    for key in ("input_ids", "attention_mask", "token_type_ids")
-                    if key in encoded
-                }
-                logits = self.model.forward_tasks(
-                    inputs["input_ids"],
-                    inputs.get("attention_mask"),
-                    tasks=task_names,
-                    token_type_ids=inputs.get("token_type_ids"),
-                )
-                probs = {name: logits[name].float().softmax(dim=-1).cpu() for name in task_names}
+                scores = self._forward(encoded, specs)
                 for row, (document, window) in enumerate(chunk):
-                    for name in class_tasks:
-                        document.class_probs[name] += probs[name][row].double()
-                    if ner_tasks:
-                        self._collect_words(document, window, encoded.word_ids(row), probs, ner_tasks, row)
+                    word_ids = encoded.word_ids(row)
+                    for spec in specs:
+                        document.states[spec.name].add(scores[spec.name][row], word_ids, window, len(document.words))
 
-    @staticmethod
-    def _collect_words(
-        document: _Document,
-        window: tuple[int, int],
-        word_ids: list[int | None],
-        probs: dict[str, torch.Tensor],
-        ner_tasks: list[str],
-        row: int,
-    ) -> None:
-        """Keep, for each word of the window, the prediction at its first sub-token if this window gives the word
-        more context (distance to the nearest cut window edge) than any window before."""
-        start, end = window
-        total = len(document.words)
-        positions: list[int] = []
-        word_indices: list[int] = []
-        ranks: list[float] = []
-        seen: set[int] = set()
-        for position, word_id in enumerate(word_ids):
-            if word_id is None or word_id in seen:
-                continue
-            seen.add(word_id)
-            index = start + word_id
-            left = index - start if start > 0 else math.inf
-            right = end - 1 - index if end < total else math.inf
-            positions.append(position)
-            word_indices.append(index)
-            ranks.append(min(left, right))
-        if not positions:
-            return
-        for name in ner_tasks:
-            best, labels = probs[name][row, positions].max(dim=-1)
-            predictions = document.word_predictions[name]
-            for index, rank, label, score in zip(word_indices, ranks, labels.tolist(), best.tolist()):
-                current = predictions[index]
-                if current is None or rank > current[0]:
-                    predictions[index] = (rank, label, score)
+    def _predict_pairs(
+        self, pairs: list[dict[str, str]], specs: list[TaskSpec], options: dict[str, Any]
+    ) -> list[dict[str, Any]]:
+        """One encoder pass for a batch of text pairs, encoded as in training (the tokenizer's pair encoding, the
+        longer text cut first where a pair does not fit ``max_length``)."""
+        encoded = encode_text_pairs(
+            self.tokenizer, [pair["text"] for pair in pairs], [pair["text_pair"] for pair in pairs],
+            truncation="longest_first", max_length=self.max_length, padding=True, return_tensors="pt",
+        )
+        self.model.eval()
+        with torch.no_grad():
+            scores = self._forward(encoded, specs)
+        results = []
+        for row, pair in enumerate(pairs):
+            result = {}
+            for spec in specs:
+                state = get_task_type(spec).pipeline_state(spec)
+                state.add(scores[spec.name][row], encoded.word_ids(row), (0, 0), 0)
+                result[spec.name] = state.result(pair["text"], [], **options)
+            results.append(result)
+        return results
 
-    def _finish(self, document: _Document, specs: list[TaskSpec]) -> dict[str, Any]:
-        result: dict[str, Any] = {}
-        for spec in specs:
-            id2label = spec.id2label
-            if spec.type == "ner":
-                labels, scores = [], []
-                for prediction in document.word_predictions[spec.name]:
-                    if prediction is None:  # cannot happen with a consistent tokenizer; be safe: outside entities
-                        labels.append("O")
-                        scores.append(0.0)
-                    else:
-                        labels.append(id2label[prediction[1]])
-                        scores.append(prediction[2])
-                result[spec.name] = group_entities(document.text, document.words, labels, scores, spec.tag_scheme)
-            else:
-                n_windows = len(document.windows)
-                mean = document.class_probs[spec.name] / n_windows
-                index = int(mean.argmax())
-                prediction = {"label": id2label[index], "score": float(mean[index])}
-                if n_windows > 1:
-                    prediction["windows"] = n_windows
-                result[spec.name] = prediction
-        return result
+    def _finish(self, document: _Document, specs: list[TaskSpec], options: dict[str, Any]) -> dict[str, Any]:
+        return {spec.name: document.states[spec.name].result(document.text, document.words, **options)
+                for spec in specs}
+
+
+def _is_input(item: Any) -> bool:
+    """A text, or a pair ``{"text": str, "text_pair": str}``."""
+    if isinstance(item, dict):
+        return set(item) == {"text", "text_pair"} and all(isinstance(value, str) for value in item.values())
+    return isinstance(item, str)

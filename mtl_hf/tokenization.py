@@ -140,6 +140,21 @@ def encode_texts(tokenizer: PreTrainedTokenizerBase, texts: Sequence[str], **tok
     return encode_words(tokenizer, [[word for word, _, _ in split_words(text)] for text in texts], **tokenizer_kwargs)
 
 
+def encode_text_pairs(
+    tokenizer: PreTrainedTokenizerBase, texts: Sequence[str], text_pairs: Sequence[str], **tokenizer_kwargs: Any
+) -> BatchEncoding:
+    """Encode pairs of raw texts as the tokenizer's pair encoding (``[CLS] a [SEP] b [SEP]``, with segment ids where
+    the encoder has them), each text split into words as :func:`encode_texts` does. Training, evaluation and the
+    pipeline encode sentence pairs with this; pass ``truncation="longest_first"`` to cut the longer text first."""
+    def words(text: str) -> list[str]:
+        return [word for word, _, _ in split_words(text)]
+
+    return prepare_tokenizer(tokenizer)(
+        [words(text) for text in texts], [words(text) for text in text_pairs], is_split_into_words=True,
+        **tokenizer_kwargs,
+    )
+
+
 def max_input_length(tokenizer: PreTrainedTokenizerBase, encoder_config: Any) -> int:
     """Longest input (special tokens included) that both the tokenizer and the encoder's position embeddings allow."""
     limits: list[int] = []

@@ -26,16 +26,14 @@ from transformers import EvalPrediction, Trainer, TrainerCallback, TrainerContro
 from transformers.trainer_utils import seed_worker, speed_metrics
 
 from .configuration_multitask import TaskSpec
-from .data import NUM_WORDS_COLUMN, WORD_IDS_COLUMN, MultiTaskDataCollator
-from .metrics import ClassificationMetric, SeqevalMetric, main_metric
+from .data import MultiTaskDataCollator
+from .metrics import main_metric
 from .model_card import build_model_card, plot_training_curves
-from .modeling_multitask import cross_entropy_loss
+from .modeling_multitask import task_loss
 from .sampler import MultiTaskBatchSampler, SamplingStrategy
+from .task_types import get_task_type
 
 logger = logging.getLogger(__name__)
-
-# What `predict` gives a word that has no prediction (it yields no sub-token, or truncation cut it off).
-UNPREDICTED_TAG = "O"
 
 
 @dataclass
@@ -131,13 +129,6 @@ class _MultiTaskCallback(TrainerCallback):
         logger.debug(line)
 
 
-def _argmax_logits(logits: torch.Tensor | tuple, labels: torch.Tensor) -> torch.Tensor:
-    """Keep only predicted ids during evaluation: NER logits of a whole eval set would not fit in memory."""
-    if isinstance(logits, tuple):
-        logits = logits[0]
-    return logits.argmax(dim=-1)
-
-
 class MultiTaskTrainer(Trainer):
     """A `Trainer` over several tasks sharing one encoder.
 
@@ -149,7 +140,9 @@ class MultiTaskTrainer(Trainer):
     per input word).
 
     `compute_metrics`, if given, is called as `compute_metrics(task_name, eval_prediction)` and its results are
-    added to the built-in ones (accuracy/macro-F1 for classification, seqeval on words for NER).
+    added to the built-in ones of each task's type (`mtl_hf.task_types`: accuracy/macro-F1 for classification,
+    seqeval on words for NER, correlations for regression, F1 for multilabel); `eval_prediction.predictions` are what
+    the type keeps of the logits (class ids, values, or 0/1 label decisions).
     """
 
     # compute_loss normalises over the whole accumulation window itself (see TaskLossNormalizer).
@@ -175,7 +168,7 @@ class MultiTaskTrainer(Trainer):
             if processing_class is None:
                 raise ValueError("Pass `processing_class=tokenizer` (or a `data_collator`) so batches can be padded.")
             data_collator = MultiTaskDataCollator(processing_class)
-        kwargs.setdefault("preprocess_logits_for_metrics", _argmax_logits)
+        kwargs.setdefault("preprocess_logits_for_metrics", self._logits_for_metrics)
         # The model comes from `model` or from `model_init`, which Trainer calls; the task list is read from it after.
         super().__init__(
             model=model,
@@ -359,7 +352,7 @@ class MultiTaskTrainer(Trainer):
         items = torch.zeros(len(names), dtype=torch.float64, device=device)
         batches = dict.fromkeys(names, 0)
         for batch in batch_samples:
-            items[names.index(batch["task"])] += (batch["labels"] != -100).sum().item()
+            items[names.index(batch["task"])] += task_loss(self.task_specs[batch["task"]]).count(batch["labels"]).item()
             batches[batch["task"]] += 1
         num_processes = self.accelerator.num_processes
         if self.args.average_tokens_across_devices:
@@ -394,10 +387,11 @@ class MultiTaskTrainer(Trainer):
         labels = inputs.get("labels")
         outputs = model(**{k: v for k, v in inputs.items() if k != "labels"})
         smoothing = self.args.label_smoothing_factor
+        loss_fn = task_loss(self.task_specs[task])
         if not isinstance(num_items_in_batch, TaskLossNormalizer):
-            loss = None if labels is None else cross_entropy_loss(outputs.logits, labels, label_smoothing=smoothing)
+            loss = None if labels is None else loss_fn.fn(outputs.logits, labels, label_smoothing=smoothing)
             return (loss, outputs) if return_outputs else loss
-        summed = cross_entropy_loss(outputs.logits, labels, reduction="sum", label_smoothing=smoothing)
+        summed = loss_fn.fn(outputs.logits, labels, reduction="sum", label_smoothing=smoothing)
         if not torch.isfinite(summed):
             # Trainer's nan/inf log filter would hide this and report a 0.0 loss; a NaN model must not be saved.
             raise NonFiniteLossError(
@@ -405,7 +399,7 @@ class MultiTaskTrainer(Trainer):
                 f"{self.state.epoch or 0:.2f}); lower the learning rate, check the task's data and weight, or use "
                 "--max_grad_norm"
             )
-        local_items = (labels != -100).sum().clamp(min=1)
+        local_items = loss_fn.count(labels).clamp(min=1)
         self._loss_tracker.add(task, summed / local_items)
         loss = summed * (self.task_weights[task] * num_items_in_batch.scale(task))
         return (loss, outputs) if return_outputs else loss
@@ -432,21 +426,20 @@ class MultiTaskTrainer(Trainer):
 
     # ---- evaluation and prediction ------------------------------------------------------------------------
 
+    def _logits_for_metrics(self, logits: torch.Tensor | tuple, labels: torch.Tensor) -> torch.Tensor:
+        """What evaluation keeps of each batch's logits, as the task's type says (class ids rather than NER logits of
+        a whole eval set, which would not fit in memory)."""
+        if isinstance(logits, tuple):
+            logits = logits[0]
+        spec = self.task_specs[self._current_task]
+        return get_task_type(spec).logits_for_metrics(spec, logits)
+
     def _compute_task_metrics(self, eval_prediction: EvalPrediction) -> dict[str, float]:
         task = self._current_task
         spec = self.task_specs[task]
-        predictions = np.asarray(eval_prediction.predictions)
-        label_ids = np.asarray(eval_prediction.label_ids)
-        if spec.type == "classification":
-            metrics = ClassificationMetric().compute(predictions=predictions.tolist(), references=label_ids.tolist())
-        else:
-            id2label = spec.id2label
-            keep = label_ids != -100
-            references = [[id2label[int(i)] for i in row[mask]] for row, mask in zip(label_ids, keep)]
-            predicted = [[id2label[int(i)] for i in row[mask]] for row, mask in zip(predictions, keep)]
-            metrics = SeqevalMetric().compute(
-                predictions=predicted, references=references, scheme=spec.tag_scheme or "IOB2"
-            )
+        metrics = get_task_type(spec).compute_metrics(
+            spec, np.asarray(eval_prediction.predictions), np.asarray(eval_prediction.label_ids)
+        )
         if self.user_compute_metrics is not None:
             metrics.update(self.user_compute_metrics(task, eval_prediction))
         return metrics
@@ -518,9 +511,9 @@ class MultiTaskTrainer(Trainer):
     def predict(
         self, test_dataset: dict[str, Any], ignore_keys: list[str] | None = None, metric_key_prefix: str = "test"
     ) -> MultiTaskPredictionOutput:
-        """Predict every task, one prediction per input row: classification gives a label per example, NER one tag
-        per input word (a word without a prediction, because it yields no sub-token or truncation cut it off,
-        gets `O`). Metrics are computed where the datasets have labels and reach the callbacks' `on_predict` in one
+        """Predict every task, one prediction per input row, in label space as the task's type gives it:
+        classification a label, regression a float, multilabel a list of labels, NER one tag per input word (a word
+        without a prediction, because it yields no sub-token or truncation cut it off, gets `O`). Metrics are computed where the datasets have labels and reach the callbacks' `on_predict` in one
         event, with `<prefix>_combined_score`."""
         datasets_ = self._task_datasets("test_dataset", test_dataset)
         if not datasets_:
@@ -561,28 +554,11 @@ class MultiTaskTrainer(Trainer):
         return metrics, outputs
 
     @staticmethod
-    def _to_label_space(spec: TaskSpec, predicted_ids: np.ndarray, dataset: Any) -> list[Any]:
-        """Prediction ids -> labels, one per row (classification) or one per input word (NER)."""
-        id2label = spec.id2label
-        if len(predicted_ids) != len(dataset):
-            raise RuntimeError(f"Task {spec.name!r}: {len(predicted_ids)} predictions for {len(dataset)} rows")
-        if spec.type == "classification":
-            return [id2label[int(i)] for i in predicted_ids]
-        word_ids_per_row = dataset[WORD_IDS_COLUMN]
-        if NUM_WORDS_COLUMN in dataset.column_names:
-            num_words = dataset[NUM_WORDS_COLUMN]
-        else:  # data made before the column existed: words after the last predicted one are unknown
-            num_words = [max(word_ids, default=-1) + 1 for word_ids in word_ids_per_row]
-        tags_per_sentence = []
-        for row, word_ids, count in zip(predicted_ids, word_ids_per_row, num_words):
-            tags = [UNPREDICTED_TAG] * count
-            previous = -1
-            for position, word in enumerate(word_ids):
-                if word >= 0 and word != previous:  # the first sub-token of each word carries its tag
-                    tags[word] = id2label[int(row[position])]
-                previous = word
-            tags_per_sentence.append(tags)
-        return tags_per_sentence
+    def _to_label_space(spec: TaskSpec, outputs: np.ndarray, dataset: Any) -> list[Any]:
+        """What evaluation kept of the logits -> one prediction per row, in label space (see `TaskType.predictions`)."""
+        if len(outputs) != len(dataset):
+            raise RuntimeError(f"Task {spec.name!r}: {len(outputs)} predictions for {len(dataset)} rows")
+        return get_task_type(spec).predictions(spec, outputs, dataset)
 
     # ---- model card ---------------------------------------------------------------------------------------
 

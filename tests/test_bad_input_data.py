@@ -119,7 +119,7 @@ CASES = [
     entry_case("dropout-not-a-number", {"dropout": "high"}, DROPOUT + "'high'"),
     entry_case("dropout-out-of-range", {"dropout": 1.5}, DROPOUT + r"1\.5"),
     entry_case("unknown-field", {"colour": "red"}, r"Task 'topic': unknown field\(s\) colour"),
-    entry_case("unknown-type", {"type": "regression"}, r"Task 'topic': field 'type' is 'regression'"),
+    entry_case("unknown-type", {"type": "sentiment"}, r"Task 'topic': field 'type' is 'sentiment'; expected one of classification, regression, multilabel, ner"),
     # ---- task file: the file itself ------------------------------------------------------------------------------
     Case("task-file-not-utf8", "# caf\xe9\ntasks: []\n".encode("latin-1"),
          [TASK_FILE + r", line 1, column 6: not valid UTF-8 \(byte 0xe9\)"]),

@@ -64,7 +64,7 @@ def test_configs_saved_before_tag_schemes_still_load(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("fields", "message"),
     [
-        ({"type": "ner", "pooling": "mean"}, "field 'pooling' is 'mean'; it applies to classification tasks only"),
+        ({"type": "ner", "pooling": "mean"}, "field 'pooling' is 'mean'; it applies to classification, regression and multilabel tasks only"),
         ({"type": "classification", "tag_scheme": "IOB2"}, "field 'tag_scheme' is 'IOB2'; it applies to ner tasks"),
         ({"type": "ner", "tag_scheme": "IOB1"}, "field 'tag_scheme' is 'IOB1'; expected one of IOB2, IOBES, BILOU, IO"),
         ({"type": "ner", "tag_scheme": "BIO"}, "field 'tag_scheme' is 'BIO'"),

@@ -136,7 +136,7 @@ def test_load_task_file_json(tmp_path: Path) -> None:
         ("scalar.yaml", "tasks: [3]\n", "task #1 is not a mapping"),
         ("field.yaml", "tasks:\n  - {name: a, type: ner, colour: red}\n",
          "task #1 (line 2): Task 'a': unknown field(s) colour"),
-        ("type.yaml", "tasks:\n  - {name: a, type: regression}\n", "task #1 (line 2): Task 'a': field 'type'"),
+        ("type.yaml", "tasks:\n  - {name: a, type: sentiment}\n", "task #1 (line 2): Task 'a': field 'type'"),
         ("noname.yaml", "tasks:\n  - {type: ner}\n", "missing required field 'name'"),
         ("twice.yaml", "tasks:\n  - {name: a, type: ner}\n  - {name: a, type: ner}\n", "used by more than one"),
         ("tasks.txt", "tasks: []\n", "expected a .yaml, .yml or .json file"),

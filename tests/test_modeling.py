@@ -55,7 +55,7 @@ def all_logits(model: torch.nn.Module, input_ids: torch.Tensor, attention_mask: 
     [
         ([{"name": "a", "type": "ner", "labels": ["O"]}, {"name": "a", "type": "ner", "labels": ["O"]}], "'a'.*'name'"),
         ([{"name": "", "type": "ner", "labels": ["O"]}], "'name'"),
-        ([{"name": "a", "type": "regression", "labels": ["x"]}], "'a'.*'type'"),
+        ([{"name": "a", "type": "sentiment", "labels": ["x"]}], "'a'.*'type'"),
         ([{"name": "a", "type": "ner", "labels": []}], "'a'.*'labels'"),
         ([{"name": "a", "type": "ner"}], "'a'.*'labels'"),
         ([{"name": "a", "type": "ner", "labels": ["O", "B-X", "O"]}], "'a'.*'labels'.*'O'"),

@@ -138,7 +138,7 @@ def test_arguments_from_a_yaml_file(workspace: dict[str, Path]) -> None:
     [
         ("missing_task_file", "task file not found: .*nope.yaml"),
         ("malformed_task_file", "tasks.yaml"),
-        ("unknown_task_type", "Task 'topic': field 'type' is 'regression'"),
+        ("unknown_task_type", "Task 'topic': field 'type' is 'sentiment'"),
         ("missing_data_file", "task 'ner': train_file not found: .*missing.conll"),
         ("missing_model", "model not found or not loadable: .*no-such-model"),
         ("bad_label", "Task 'ner', split 'train', row 0 \\(.*bad.conll, line 1\\), column 'ner_tags', word 0: unknown "
@@ -159,7 +159,7 @@ def test_bad_input_is_one_line_exit_2_and_writes_nothing(case: str, message: str
         task_file.write_text("tasks: [name: topic\n  type: : :\n")
     else:
         if case == "unknown_task_type":
-            tasks["tasks"][0]["type"] = "regression"
+            tasks["tasks"][0]["type"] = "sentiment"
         elif case == "missing_data_file":
             tasks["tasks"][1]["train_file"] = str(tmp_path / "missing.conll")
         elif case == "missing_model":
