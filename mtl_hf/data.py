@@ -989,10 +989,10 @@ class TaskDatasetDict(datasets.DatasetDict):
     """The tokenized splits of one task, plus what preprocessing had to cut or leave out.
 
     ``truncation_report`` maps every split to ``(rows truncated, rows)``: for NER the sentences that lost a word to
-    ``max_seq_length`` (the lost words are not trained or scored), for classification the texts whose end was cut.
-    ``skipped_report`` maps each classification split to ``(rows skipped for empty text, rows)``; only train skips
-    them: in validation and test an empty text is kept (encoded as the special tokens alone), so that every input row
-    gets a prediction. Both are also logged as warnings when non-zero. They describe the data as returned by
+    ``max_seq_length`` (the lost words are not trained or scored), for the other types the texts (or pairs) whose end
+    was cut. ``skipped_report`` maps each split of a classification, regression or multilabel task to ``(rows skipped
+    for empty text, rows)``; only train skips them: in validation and test an empty text is kept (encoded as the
+    special tokens alone), so that every input row gets a prediction. Both are also logged as warnings when non-zero. They describe the data as returned by
     :func:`preprocess_task`; further ``DatasetDict`` operations return plain ``DatasetDict`` objects without them.
     """
 

@@ -193,6 +193,7 @@ class MultiTaskTrainer(Trainer):
             self.task_weights[name] = weight
         self._record_task_weights(config)
         self._check_every_task_gets_batches()
+        self._check_best_model_direction()
         self._current_task: str | None = None
         self._train_batch_sampler: MultiTaskBatchSampler | None = None
         self._loss_tracker = _TaskLossTracker(list(self.task_specs))
@@ -237,6 +238,21 @@ class MultiTaskTrainer(Trainer):
                 "are drawn per task by MultiTaskBatchSampler (use random, sequential or group_by_length, and "
                 "`sampling_strategy` for how tasks are mixed)."
             )
+
+    def _check_best_model_direction(self) -> None:
+        """Trainer takes any `metric_for_best_model` not ending in `loss` as higher-is-better: a task metric that is
+        better when lower (a regression task's `mse`) would silently keep the worst checkpoint."""
+        metric, args = self.args.metric_for_best_model, self.args
+        if not metric or not args.greater_is_better:
+            return
+        name = metric.removeprefix("eval_")
+        for spec in self.task_specs.values():
+            if any(name == f"{spec.name}_{lower}" for lower in get_task_type(spec).lower_is_better):
+                raise ValueError(
+                    f"metric_for_best_model={metric!r} is better when lower, but greater_is_better is True (Trainer's "
+                    "default for a name that does not end in 'loss'): pass greater_is_better=False "
+                    "(--greater_is_better False)"
+                )
 
     def _check_every_task_gets_batches(self) -> None:
         """With `dataloader_drop_last`, a task smaller than one step (batch size x processes) would never be trained."""

@@ -45,8 +45,8 @@ class MultiLabelTaskType(SequenceTaskType):
 
     def resolve_labels(self, spec: TaskSpec, raw: datasets.DatasetDict) -> TaskSpec:
         labels, _ = _resolve_label_list(
-            spec, raw, self.class_names, lambda value: self._names(spec, value) if isinstance(value, (str, list))
-            else [value], allow_unlabelled_rows=True,
+            spec, raw, self.class_names,
+            lambda value: self._names(spec, value) if isinstance(value, (str, list)) else [value],
         )
         return dataclasses.replace(spec, labels=labels)
 
