@@ -361,3 +361,28 @@ def test_model_card_metadata_takes_license_language_and_tags(tokenizer, tmp_path
     metadata = (tmp_path / "README.md").read_text().split("---")[1]
     assert "license: apache-2.0" in metadata and "language:\n- en" in metadata
     assert metadata.count("- news") == 1 and metadata.count("- mtl_hf") == 1
+
+
+def test_lower_is_better_metric_for_best_model_needs_greater_is_better_false(tokenizer, tmp_path: Path) -> None:
+    """Trainer reads any metric name not ending in `loss` as higher-is-better: keeping the checkpoint with the highest
+    regression MSE would be silently wrong, so that combination is refused and the explicit direction accepted."""
+    from mtl_hf import MultiTaskConfig, MultiTaskModel
+    from tests.conftest import tiny_encoder_config
+
+    config = MultiTaskConfig(encoder=tiny_encoder_config("bert", tokenizer.vocab_size),
+                             tasks=[TaskSpec(name="score", type="regression")])
+    model = MultiTaskModel(config)
+    raw = datasets.DatasetDict({"validation": datasets.Dataset.from_dict({"text": ["good", "bad"], "label": [1, -1]})})
+    dev = {"score": preprocess_task(config.get_task("score"), raw, tokenizer, max_seq_length=16)["validation"]}
+    chosen = dict(eval_strategy="epoch", save_strategy="epoch", load_best_model_at_end=True,
+                  metric_for_best_model="eval_score_mse")
+
+    def build(**overrides) -> MultiTaskTrainer:
+        return MultiTaskTrainer(model=model, args=args(tmp_path, **{**chosen, **overrides}), eval_dataset=dev,
+                                processing_class=tokenizer)
+
+    with pytest.raises(ValueError, match="'eval_score_mse' is better when lower.*greater_is_better=False"):
+        build()
+    assert build(greater_is_better=False).args.greater_is_better is False
+    # A higher-is-better metric of the same task is accepted with Trainer's default direction.
+    assert build(metric_for_best_model="score_pearson").args.greater_is_better is True
