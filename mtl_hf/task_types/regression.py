@@ -68,7 +68,8 @@ class RegressionTaskType(SequenceTaskType):
         return "one score (targets as in the data, not scaled)"
 
     def scoring(self, spec: TaskSpec) -> str:
-        return "Pearson's correlation of the predicted with the true scores (Spearman's and the MSE are reported as well)"
+        return ("Pearson's correlation of the predicted with the true scores (Spearman's and the MSE are reported as "
+                "well)")
 
     def snippet(self, spec: TaskSpec) -> str:
         return "out.item()"
