@@ -23,9 +23,20 @@ import torch
 from scipy.stats import pearsonr, spearmanr
 from sklearn.metrics import f1_score
 
-from mtl_hf import MultiTaskConfig, MultiTaskModel, MultiTaskTrainer, MultiTaskTrainingArguments, TaskSpec
+from mtl_hf import (
+    MultiTaskConfig,
+    MultiTaskModel,
+    MultiTaskTrainer,
+    MultiTaskTrainingArguments,
+    TaskSpec,
+)
 from mtl_hf.configuration_multitask import TASK_TYPES
-from mtl_hf.data import MultiTaskDataCollator, load_raw_datasets, preprocess_task, resolve_labels
+from mtl_hf.data import (
+    MultiTaskDataCollator,
+    load_raw_datasets,
+    preprocess_task,
+    resolve_labels,
+)
 from mtl_hf.metrics import MultiLabelMetric, RegressionMetric, main_metric
 from mtl_hf.modeling_multitask import task_loss
 from mtl_hf.pipeline import MultiTaskPipeline
@@ -422,8 +433,9 @@ def test_multilabel_metric() -> None:
 def trainer_args(output_dir: Path, **overrides) -> MultiTaskTrainingArguments:
     """Plain SGD at a constant rate without clipping, as tests/test_trainer.py's accumulation test: the weights
     move by exactly lr x gradient, so a wrongly normalised window shows."""
-    defaults = dict(use_cpu=True, report_to=[], optim="sgd", learning_rate=1.0, lr_scheduler_type="constant",
-                    max_grad_norm=0.0, max_steps=1, logging_steps=1, save_strategy="no", seed=7, disable_tqdm=True)
+    defaults = {"use_cpu": True, "report_to": [], "optim": "sgd", "learning_rate": 1.0, "lr_scheduler_type": "constant",
+                "max_grad_norm": 0.0, "max_steps": 1, "logging_steps": 1, "save_strategy": "no", "seed": 7,
+                "disable_tqdm": True}
     return MultiTaskTrainingArguments(str(output_dir), **{**defaults, **overrides})
 
 

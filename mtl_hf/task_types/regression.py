@@ -36,6 +36,13 @@ class RegressionTaskType(SequenceTaskType):
     def encode_label(self, spec: TaskSpec, value: Any, class_names: list[str] | None) -> float:
         if value is None or (isinstance(value, str) and not value.strip()):
             raise _LabelError("missing label")
+        if isinstance(value, str):
+            # One bad cell makes a CSV reader keep the whole column as strings: the numbers in it are still numbers,
+            # so that only the bad row is named.
+            try:
+                value = float(value)
+            except ValueError:
+                raise _LabelError(f"expected a number (a regression target), got {value!r}") from None
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise _LabelError(f"expected a number (a regression target), got {type(value).__name__} {value!r}")
         if not math.isfinite(value):
