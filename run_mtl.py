@@ -543,9 +543,10 @@ def continue_trained_tasks(config: AutoConfig, specs: list[TaskSpec], given: dic
     """Continuing a trained mtl_hf model: each of its tasks that the task file lists again keeps its trained head.
 
     The head's output ids are fixed, so its labels keep their trained order (a task file listing them in another
-    order is mapped to it); a different label set, task type, pooling or tag scheme would change what the trained head
-    means and is refused. `weight` and `dropout` do not change the head's meaning: those the task file sets replace
-    the trained values. Fields the task file leaves out are the trained model's.
+    order is mapped to it); a different label set, task type, pooling or tag scheme, or a switch between single texts
+    and pairs, would change what the trained head means and is refused. `weight`, `dropout`, `threshold`,
+    `main_metric` and the pair's column name do not change the head's meaning: those the task file sets replace the
+    trained values. Fields the task file leaves out are the trained model's.
     """
     if not is_trained_model(config):
         return specs
@@ -562,6 +563,8 @@ def continue_trained_tasks(config: AutoConfig, specs: list[TaskSpec], given: dic
                 logger.warning("task %r: the task file lists the labels in another order than the trained head; the "
                                "head's order is kept (label ids): %s", spec.name, ", ".join(theirs))
                 spec.labels = list(theirs)
+            elif name == "text_pair_column_name" and ours is not None and theirs is not None and ours != theirs:
+                pass  # the pair's second text comes from another column of this data; the head still reads pairs
             elif name in ADJUSTABLE_FIELDS and ours != theirs:
                 logger.warning("task %r: %s %s from the task file replaces the trained model's %s",
                                spec.name, name, ours, theirs)
@@ -614,10 +617,9 @@ def build_model(config: AutoConfig, model_path: str, specs: list[TaskSpec], mode
     else:
         model = MultiTaskModel.from_pretrained(model_path, **kwargs)
         listed = {spec.name: spec for spec in specs}
+        # The listed spec already holds the trained values of every field the task file leaves out.
         model.config.tasks = [
-            {**task, **{name: getattr(listed[task["name"]], name) for name in ADJUSTABLE_FIELDS}}
-            if task["name"] in listed else task
-            for task in model.config.tasks
+            listed[task["name"]].to_config_dict() if task["name"] in listed else task for task in model.config.tasks
         ]
         for spec in specs:
             if spec.name not in model.task_names:

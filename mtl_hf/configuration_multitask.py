@@ -162,15 +162,16 @@ class TaskSpec:
             self.threshold = DEFAULT_THRESHOLD
         if info is not None and "label_delimiter" in info.fields and self.label_delimiter is None:
             self.label_delimiter = DEFAULT_LABEL_DELIMITER
+        if info is not None:
+            default_text, default_label = info.default_columns
+            self.text_column_name = self.text_column_name or default_text
+            self.label_column_name = self.label_column_name or default_label
         self.validate(require_labels=False)
         if self.labels is not None:
             self.labels = list(self.labels)
         self.weight = float(self.weight)
         if self.threshold is not None:
             self.threshold = float(self.threshold)
-        default_text, default_label = info.default_columns
-        self.text_column_name = self.text_column_name or default_text
-        self.label_column_name = self.label_column_name or default_label
 
     @property
     def info(self) -> TaskTypeInfo:
@@ -222,9 +223,10 @@ class TaskSpec:
             not _is_number(self.threshold) or not math.isfinite(self.threshold) or not 0.0 < self.threshold < 1.0
         ):
             raise self._error("threshold", f"must be a number in (0, 1), got {self.threshold!r}")
-        if self.text_pair_column_name is not None and self.text_pair_column_name == self.text_column_name:
-            raise self._error("text_pair_column_name", f"is {self.text_pair_column_name!r}, the same column as "
-                              "text_column_name")
+        for other in ("text_column_name", "label_column_name"):
+            if self.text_pair_column_name is not None and self.text_pair_column_name == getattr(self, other):
+                raise self._error("text_pair_column_name", f"is {self.text_pair_column_name!r}, the same column as "
+                                  f"{other}")
 
     def _check_labels(self) -> None:
         """``labels``: a non-empty list of distinct, non-blank strings. A bare string would be read as its

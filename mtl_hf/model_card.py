@@ -28,6 +28,7 @@ HYPERPARAMETERS = (
 )
 SPLIT_FILES = (("train_file", "train"), ("validation_file", "validation"), ("test_file", "test"))
 EXAMPLE_TEXT = "Maria Keller joined Northwind Systems in Lyon."
+EXAMPLE_PAIR = ("Maria Keller joined Northwind Systems in Lyon.", "Maria Keller works in France.")
 
 
 def scoring(spec: TaskSpec) -> str:
@@ -136,6 +137,29 @@ class MultiTaskModelCardData:
         return "\n".join(rows) if len(rows) > 2 else "No evaluation was run."
 
     def _usage(self) -> str:
+        single = [task for task in self.tasks if not task.takes_pairs]
+        pairs = [task for task in self.tasks if task.takes_pairs]
+        blocks = []
+        if single:
+            blocks.append(f"""words = {json.dumps(EXAMPLE_TEXT.replace(".", " ."))}.split()  # one sentence, split into words as in training
+inputs = tokenizer([words], is_split_into_words=True, truncation=True, return_tensors="pt")
+with torch.no_grad():
+    logits = model.forward_tasks(**inputs, tasks={json.dumps([task.name for task in single])})  # one encoder pass
+first_piece = {{}}  # word -> position of its first sub-token, which carries the word's tag
+for position, word in enumerate(inputs.word_ids(0)):
+    if word is not None:
+        first_piece.setdefault(word, position)
+{self._snippet_lines(single)}""")
+        if pairs:
+            first, second = (text.replace(".", " .").split() for text in EXAMPLE_PAIR)
+            blocks.append(f"""words, pair_words = {json.dumps(first)}, {json.dumps(second)}  # a text pair, as words
+inputs = tokenizer([words], [pair_words], is_split_into_words=True, truncation=True, return_tensors="pt")
+with torch.no_grad():
+    logits = model.forward_tasks(**inputs, tasks={json.dumps([task.name for task in pairs])})
+{self._snippet_lines(pairs)}""")
+        calls = ([f"print(pipe({json.dumps(EXAMPLE_TEXT)}))"] if single else []) + (
+            [f"print(pipe({json.dumps(dict(zip(('text', 'text_pair'), EXAMPLE_PAIR)))}))"] if pairs else [])
+        code = "\n".join(blocks)
         return f"""## Usage
 
 With transformers alone (the model's code is stored next to its weights, hence `trust_remote_code=True`, which the
@@ -148,40 +172,29 @@ from transformers import AutoModel, AutoTokenizer
 model_id = {json.dumps(self.model_id)}
 model = AutoModel.from_pretrained(model_id, trust_remote_code=True).eval()
 tokenizer = AutoTokenizer.from_pretrained(model_id, trust_remote_code=True)
-words = {json.dumps(EXAMPLE_TEXT.replace(".", " ."))}.split()  # one sentence, split into words as in training
-inputs = tokenizer([words], is_split_into_words=True, truncation=True, return_tensors="pt")
-with torch.no_grad():
-    logits = model.forward_tasks(**inputs)  # {{task: logits}}, every task from one encoder pass
-first_piece = {{}}  # word -> position of its first sub-token, which carries the word's tag
-for position, word in enumerate(inputs.word_ids(0)):
-    if word is not None:
-        first_piece.setdefault(word, position)
-{self._snippet_lines()}
+{code}
 ```
 
-With mtl_hf installed, `MultiTaskPipeline` splits raw text into words, runs every task and
-groups NER tags into entity spans with character offsets; `import mtl_hf` also lets `AutoModel` load the model
-without remote code:
+With mtl_hf installed, `MultiTaskPipeline` splits raw text into words, runs every task (a text pair
+`{{"text": ..., "text_pair": ...}}` for the tasks that read pairs) and groups NER tags into entity spans with
+character offsets; `import mtl_hf` also lets `AutoModel` load the model without remote code:
 
 ```python
 from mtl_hf import MultiTaskPipeline
 
 pipe = MultiTaskPipeline.from_pretrained({json.dumps(self.model_id)})
-print(pipe({json.dumps(EXAMPLE_TEXT)}))
+{chr(10).join(calls)}
 ```
 """
 
-    def _snippet_lines(self) -> str:
-        """Per task, the line that reads its logits for the example (pair tasks need two texts: named only)."""
+    @staticmethod
+    def _snippet_lines(tasks: list[TaskSpec]) -> str:
+        """Per task, the line that reads its prediction for the example from `logits` (see `TaskType.snippet`)."""
         lines = []
-        for task in self.tasks:
-            if task.takes_pairs:
-                lines.append(f"# {task.name} reads text pairs: tokenizer([words], [pair_words], "
-                             "is_split_into_words=True, truncation=True, return_tensors='pt')")
-                continue
-            read = get_task_type(task).snippet(task)
-            lines.append(f"task, out = model.config.get_task({json.dumps(task.name)}), logits[{json.dumps(task.name)}][0]")
-            lines.append(f"print(task.name, {read})")
+        for task in tasks:
+            name = json.dumps(task.name)
+            lines.append(f"task, out = model.config.get_task({name}), logits[{name}][0]")
+            lines.append(f"print(task.name, {get_task_type(task).snippet(task)})")
         return "\n".join(lines)
 
     def render(self) -> str:

@@ -61,7 +61,8 @@ def mse_loss(
     logits: torch.Tensor, labels: torch.Tensor, reduction: str = "mean", label_smoothing: float = 0.0
 ) -> torch.Tensor:
     """Squared error of a one-output head ``(batch, 1)`` against float targets ``(batch,)``, as transformers'
-    regression heads compute it (``problem_type="regression"``). Label smoothing has no meaning here."""
+    regression heads compute it (``problem_type="regression"``). Label smoothing has no meaning here (the trainer
+    warns when it is set and a task has this loss)."""
     return nn.functional.mse_loss(logits.reshape(-1).float(), labels.reshape(-1).to(logits.device).float(),
                                   reduction=reduction)
 
@@ -70,10 +71,13 @@ def bce_loss(
     logits: torch.Tensor, labels: torch.Tensor, reduction: str = "mean", label_smoothing: float = 0.0
 ) -> torch.Tensor:
     """Binary cross-entropy with logits of ``(batch, L)`` against multi-hot ``(batch, L)`` targets, one independent
-    sigmoid per label (``problem_type="multi_label_classification"``); the mean is over all batch x label entries."""
-    return nn.functional.binary_cross_entropy_with_logits(
-        logits.float(), labels.to(logits.device).float(), reduction=reduction
-    )
+    sigmoid per label (``problem_type="multi_label_classification"``); the mean is over all batch x label entries.
+    ``label_smoothing`` ε moves every target ε/2 towards the other side (1 -> 1 - ε/2, 0 -> ε/2), as cross-entropy's
+    smoothing spreads ε over its classes, here two per label."""
+    targets = labels.to(logits.device).float()
+    if label_smoothing:
+        targets = targets * (1.0 - label_smoothing) + label_smoothing / 2
+    return nn.functional.binary_cross_entropy_with_logits(logits.float(), targets, reduction=reduction)
 
 
 def _labelled_positions(labels: torch.Tensor) -> torch.Tensor:

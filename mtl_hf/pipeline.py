@@ -343,6 +343,12 @@ class MultiTaskPipeline:
                 'MultiTaskPipeline expects a string, a pair {"text": str, "text_pair": str}, or a list of them'
             )
         specs = self._resolve_tasks(tasks)
+        known = {option: spec.name for spec in specs for option in get_task_type(spec).pipeline_options}
+        unknown = sorted(set(options) - set(known))
+        if unknown:
+            offered = ", ".join(f"{option} ({task})" for option, task in sorted(known.items())) or "none"
+            raise TypeError(f"MultiTaskPipeline: unknown option(s) {', '.join(unknown)}; the requested tasks take: "
+                            f"{offered}")
         batch_size = self.batch_size if batch_size is None else batch_size
         if not isinstance(batch_size, int) or batch_size < 1:
             raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")

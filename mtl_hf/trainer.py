@@ -194,6 +194,7 @@ class MultiTaskTrainer(Trainer):
         self._record_task_weights(config)
         self._check_every_task_gets_batches()
         self._check_best_model_direction()
+        self._warn_unsmoothed_tasks()
         self._current_task: str | None = None
         self._train_batch_sampler: MultiTaskBatchSampler | None = None
         self._loss_tracker = _TaskLossTracker(list(self.task_specs))
@@ -238,6 +239,16 @@ class MultiTaskTrainer(Trainer):
                 "are drawn per task by MultiTaskBatchSampler (use random, sequential or group_by_length, and "
                 "`sampling_strategy` for how tasks are mixed)."
             )
+
+    def _warn_unsmoothed_tasks(self) -> None:
+        """`label_smoothing_factor` smooths class targets (cross-entropy, and each label of a multilabel task); a
+        regression target has nothing to smooth: say so instead of leaving it silently unapplied."""
+        if not self.args.label_smoothing_factor:
+            return
+        plain = [name for name, spec in self.task_specs.items() if spec.info.loss == "mse"]
+        if plain:
+            logger.warning("label_smoothing_factor=%g applies to classification, multilabel and NER tasks; not to "
+                           "the regression task(s) %s", self.args.label_smoothing_factor, ", ".join(plain))
 
     def _check_best_model_direction(self) -> None:
         """Trainer takes any `metric_for_best_model` not ending in `loss` as higher-is-better: a task metric that is

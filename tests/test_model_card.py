@@ -157,3 +157,51 @@ def test_training_curves_show_a_single_logged_point() -> None:
     import matplotlib.pyplot as plt
 
     plt.close(figure)
+
+
+def save_model(path: Path, tokenizer_dir: Path, tasks: list[TaskSpec]) -> Path:
+    import mtl_hf  # noqa: F401
+
+    tokenizer = transformers.AutoTokenizer.from_pretrained(tokenizer_dir)
+    torch.manual_seed(0)
+    MultiTaskModel(MultiTaskConfig(encoder=tiny_encoder_config("bert", tokenizer.vocab_size), tasks=tasks)
+                   ).save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path
+
+
+PAIR_TASKS = [
+    TaskSpec(name="nli", type="classification", labels=["yes", "no"], text_pair_column_name="hypothesis"),
+    TaskSpec(name="sim", type="regression", text_pair_column_name="text_b"),
+]
+
+
+@pytest.mark.parametrize("tasks", [
+    [TOPIC, NER, TaskSpec(name="score", type="regression"),
+     TaskSpec(name="tags", type="multilabel", labels=["a", "b", "c"], threshold=0.3), *PAIR_TASKS],
+    PAIR_TASKS,
+], ids=["every-type", "pairs-only"])
+def test_snippets_read_every_task_type_and_pairs(tasks: list[TaskSpec], tokenizer_dir: Path, tmp_path: Path) -> None:
+    """Each task's line in the transformers-only snippet reads its prediction as its type does (a label, a number,
+    a list of labels, a tag per word), pair tasks from a pair encoding; the pipeline snippet serves texts and pairs."""
+    model_dir = save_model(tmp_path / "out", tokenizer_dir, tasks)
+    card = MultiTaskModelCardData(title="t", model_id=str(model_dir), base_model=None,
+                                  tasks=MultiTaskConfig.from_pretrained(model_dir).task_specs).render()
+    transformers_only, with_pipeline = python_blocks(card)
+    result = run_snippet(transformers_only, tmp_path, with_mtl_hf=False)
+    assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
+    printed = dict(line.split(" ", 1) for line in result.stdout.splitlines())
+    assert set(printed) == {task.name for task in tasks}
+    for task in tasks:
+        value = ast.literal_eval(printed[task.name]) if task.type != "classification" else printed[task.name]
+        if task.type == "classification":
+            assert value in task.labels
+        elif task.type == "regression":
+            assert isinstance(value, float)
+        elif task.type == "multilabel":
+            assert isinstance(value, list) and set(value) <= set(task.labels)
+        else:
+            assert len(value) == 8 and set(value) <= set(task.labels)
+    result = run_snippet(with_pipeline, tmp_path, with_mtl_hf=True)
+    assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
+    assert all(f"'{task.name}'" in result.stdout for task in tasks)

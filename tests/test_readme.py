@@ -25,7 +25,18 @@ def test_readme_task_file_loads_and_tokenizes(tmp_path: Path, bert_tokenizer) ->
     sentence = "-DOCSTART- -X- O O\n\njohn NNP I-NP I-PER\nsmith NNP I-NP I-PER\nvisited VBD I-VP O\nparis NNP I-NP I-LOC\n\n"
     for name in ("train", "validation", "test"):
         (conll / f"{name}.txt").write_text(sentence)
+    for folder, name, text in (("nli", "train.jsonl", '{"premise": "john won", "hypothesis": "john lost", '
+                                                     '"label": "no"}\n'),
+                               ("sts", "train.csv", "sentence1,sentence2,score\nthe cup,a cup,4.5\n"),
+                               ("tags", "train.csv", "text,labels\nstocks rose,business|markets\nthe game,\n")):
+        (tmp_path / "data" / folder).mkdir()
+        (tmp_path / "data" / folder / name).write_text(text)
     specs, data = load_and_preprocess(load_task_file(tmp_path / "tasks.yaml"), bert_tokenizer, max_seq_length=32)
+    assert [spec.type for spec in specs] == ["classification", "ner", "classification", "regression", "multilabel"]
+    assert data["similarity"]["train"]["labels"] == [4.5] and specs[3].main_metric == "spearmanr"
+    assert 1 in data["nli"]["train"][0]["token_type_ids"]  # a pair
+    assert specs[4].labels == ["business", "markets"] and specs[4].threshold == 0.4
+    assert data["tags"]["train"]["labels"] == [[1.0, 1.0], [0.0, 0.0]]
     ner = specs[1]
     assert ner.labels == ["O", "B-PER", "I-PER", "B-ORG", "I-ORG", "B-LOC", "I-LOC", "B-MISC", "I-MISC"]
     assert ner.tag_scheme == "IOB2"

@@ -485,3 +485,35 @@ def test_fields_given_reads_a_json_task_file_with_a_bom(tmp_path: Path) -> None:
         {"tasks": [{"name": "topic", "type": "classification", "weight": 2.0, "train_file": "t.jsonl"}]}
     ).encode())
     assert run_mtl.fields_given(task_file) == {"topic": {"name", "type", "weight", "train_file"}}
+
+
+def test_continuing_a_pair_task_on_another_pair_column_keeps_the_config_clean(tmp_path: Path) -> None:
+    """The pair's second text may come from another column of new data (the head still reads pairs), a single-text
+    head cannot become a pair head, and continuing writes no fields of other task types into config.json."""
+    sys.path.insert(0, str(REPO))
+    import mtl_hf
+    import run_mtl
+    from tests.trainer_fixtures import make_tokenizer
+
+    model_dir = tmp_path / "trained"
+    tokenizer = make_tokenizer(model_dir)
+    heads = [TaskSpec(name="nli", type="classification", labels=["yes", "no"], text_pair_column_name="text_b"),
+             TaskSpec(name="topic", type="classification", labels=["a", "b"])]
+    encoder = tiny_encoder_config("bert", tokenizer.vocab_size)
+    mtl_hf.MultiTaskModel(mtl_hf.MultiTaskConfig(encoder=encoder, tasks=heads)).save_pretrained(model_dir)
+    config = transformers.AutoConfig.from_pretrained(model_dir)
+    nli = TaskSpec(name="nli", type="classification", text_pair_column_name="hypothesis", weight=2.0)
+    given = {"nli": {"name", "type", "text_pair_column_name", "weight"}}
+    [nli] = run_mtl.continue_trained_tasks(config, [nli], given, tmp_path / "tasks.yaml")
+    assert nli.text_pair_column_name == "hypothesis" and nli.labels == ["yes", "no"]
+    topic = TaskSpec(name="topic", type="classification", text_pair_column_name="other")
+    with pytest.raises(run_mtl.UsageError, match="task 'topic': field 'text_pair_column_name' is 'other'"):
+        run_mtl.continue_trained_tasks(config, [topic], {"topic": {"name", "type", "text_pair_column_name"}},
+                                       tmp_path / "tasks.yaml")
+    model = run_mtl.build_model(config, str(model_dir), [nli], run_mtl.ModelArguments(str(model_dir)), None)
+    assert model.config.tasks == [
+        {"name": "nli", "type": "classification", "labels": ["yes", "no"], "weight": 2.0, "dropout": None,
+         "pooling": "cls", "text_pair_column_name": "hypothesis"},
+        {"name": "topic", "type": "classification", "labels": ["a", "b"], "weight": 1.0, "dropout": None,
+         "pooling": "cls"},
+    ]

@@ -568,3 +568,70 @@ def test_multilabel_returns_the_labels_passing_the_threshold(served, bert_tokeni
             probability = probabilities[["w", "x", "y", "z"].index(entry["label"])]
             assert entry["score"] == pytest.approx(probability, abs=1e-6)
             assert entry["passed"] is (probability >= 0.8)
+
+
+# ---- review fixes ----------------------------------------------------------------------------------------------------
+
+
+def test_a_remote_code_model_serves_and_evaluates_like_the_native_one(served, bert_tokenizer, tmp_path: Path) -> None:
+    """`trust_remote_code=True` gives specs of the copied configuration module's own TaskSpec class; the task types
+    must still be found for the pipeline and the trainer."""
+    from transformers.dynamic_module_utils import get_class_from_dynamic_module
+
+    model, pipe = served
+    model.save_pretrained(tmp_path / "model")
+    bert_tokenizer.save_pretrained(tmp_path / "model")
+    # What `AutoModel.from_pretrained(path, trust_remote_code=True)` builds when it runs before `import mtl_hf` (as
+    # the card's first snippet does); in this process mtl_hf is imported, so the stored class is fetched directly.
+    remote_class = get_class_from_dynamic_module("modeling_multitask.MultiTaskModel", str(tmp_path / "model"))
+    remote = remote_class.from_pretrained(tmp_path / "model")
+    assert type(remote).__module__.startswith("transformers_modules")
+    assert type(remote.config.task_specs[0]) is not TaskSpec
+    inputs = ["the market rose", {"text": "the goal", "text_pair": "a cup"}]
+    assert MultiTaskPipeline(remote, bert_tokenizer)(inputs) == pipe(inputs)
+    rows = sentiment_rows(6, 0)
+    dev = preprocess_task(TaskSpec(name="score", type="regression"), raw("validation", **rows), bert_tokenizer,
+                          max_seq_length=16)["validation"]
+    metrics = MultiTaskTrainer(model=remote, args=trainer_args(tmp_path / "out"), processing_class=bert_tokenizer,
+                               eval_dataset={"score": dev}).evaluate()
+    assert math.isfinite(metrics["eval_score_mse"]) and metrics["eval_combined_score"] == metrics["eval_score_pearson"]
+
+
+def test_the_pair_column_differs_from_the_text_and_label_columns() -> None:
+    with pytest.raises(ValueError, match="'text_pair_column_name' is 'text', the same column as text_column_name"):
+        TaskSpec(name="nli", type="classification", text_pair_column_name="text")  # the default text column
+    with pytest.raises(ValueError, match="the same column as label_column_name"):
+        TaskSpec(name="sim", type="regression", text_pair_column_name="label")
+
+
+def test_multilabel_label_names_that_are_numbers_in_a_csv(bert_tokenizer, tmp_path: Path) -> None:
+    """pandas reads a CSV column whose cells are all numbers ("1", "3") as numbers: they still name the labels."""
+    (tmp_path / "train.csv").write_text("text,labels\nthe a,1|2\nthe b,3\n")
+    (tmp_path / "dev.csv").write_text("text,labels\nthe a,1\nthe b,3\n")
+    spec = TaskSpec(name="stars", type="multilabel", labels=["1", "2", "3"], train_file=str(tmp_path / "train.csv"),
+                    validation_file=str(tmp_path / "dev.csv"), label_delimiter="|")
+    data = preprocess_task(spec, load_raw_datasets(spec), bert_tokenizer, max_seq_length=16)
+    assert data["train"]["labels"] == [[1.0, 1.0, 0.0], [0.0, 0.0, 1.0]]
+    assert data["validation"]["labels"] == [[1.0, 0.0, 0.0], [0.0, 0.0, 1.0]]
+
+
+def test_unknown_pipeline_options_are_refused(served) -> None:
+    _, pipe = served
+    with pytest.raises(TypeError, match=r"unknown option\(s\) all_score; the requested tasks take: all_scores \(tags\)"):
+        pipe("the market", all_score=True)
+    with pytest.raises(TypeError, match="unknown option.*top_k.*take: none"):
+        pipe("the market", tasks="topic", top_k=None)
+    assert isinstance(pipe("the market", all_scores=True)["topic"], dict)  # other types ignore a known option
+
+
+def test_label_smoothing_moves_multilabel_targets_and_is_reported_for_regression(bert_tokenizer, tmp_path, caplog):
+    logits, targets = torch.tensor([[2.0, -1.0]]), torch.tensor([[1.0, 0.0]])
+    smoothed = torch.nn.functional.binary_cross_entropy_with_logits(logits, torch.tensor([[0.95, 0.05]]))
+    assert torch.allclose(task_loss(TaskSpec(name="t", type="multilabel", labels=["a", "b"])).fn(
+        logits, targets, label_smoothing=0.1), smoothed)
+    model = make_model([TaskSpec(name="score", type="regression")], bert_tokenizer.vocab_size)
+    with caplog.at_level("WARNING", logger="mtl_hf.trainer"):
+        MultiTaskTrainer(model=model, args=trainer_args(tmp_path, label_smoothing_factor=0.1),
+                         processing_class=bert_tokenizer)
+    assert "label_smoothing_factor=0.1 applies to classification, multilabel and NER tasks; not to the regression " \
+           "task(s) score" in caplog.text

@@ -45,8 +45,9 @@ def register_task_type(task_type: type[TaskType], info: TaskTypeInfo | None = No
 
 
 def get_task_type(spec_or_name: TaskSpec | str) -> TaskType:
-    """The :class:`TaskType` of a task spec (or a type name)."""
-    name = spec_or_name.type if isinstance(spec_or_name, TaskSpec) else spec_or_name
+    """The :class:`TaskType` of a task spec (or a type name). Any object with a ``type`` is a spec: a model loaded with
+    ``trust_remote_code=True`` has specs of the copied configuration module's own ``TaskSpec`` class."""
+    name = spec_or_name if isinstance(spec_or_name, str) else spec_or_name.type
     if name not in _REGISTRY and name in _BUILTIN_MODULES:
         importlib.import_module(f"{__name__}.{_BUILTIN_MODULES[name]}")
     if name not in _REGISTRY:

@@ -65,7 +65,8 @@ class TaskType:
     any that depend on the labels, see ``metric_names``); ``default_main_metric`` the one that stands for the task in
     ``combined_score`` unless the task file names another (``main_metric``); ``lower_is_better`` the metrics that
     cannot be a main metric, since ``combined_score`` is a mean of higher-is-better scores; ``pipeline_tag`` the
-    Hub pipeline tag of the task in the model card.
+    Hub pipeline tag of the task in the model card; ``pipeline_options`` the keyword options its pipeline results
+    take (``MultiTaskPipeline.__call__`` refuses any other).
     """
 
     name: ClassVar[str]
@@ -73,6 +74,7 @@ class TaskType:
     default_main_metric: ClassVar[str]
     lower_is_better: ClassVar[frozenset[str]] = frozenset()
     pipeline_tag: ClassVar[str] = "text-classification"
+    pipeline_options: ClassVar[frozenset[str]] = frozenset()
 
     # ---- labels and data ------------------------------------------------------------------------------------------
 

@@ -21,6 +21,11 @@ from . import register_task_type
 from .sequence import SequenceTaskType
 
 
+def _number_name(value: int | float) -> str:
+    """The label name a number read from a CSV cell stands for (``3`` and ``3.0`` -> ``"3"``)."""
+    return str(int(value)) if float(value).is_integer() else str(value)
+
+
 @register_task_type
 class MultiLabelTaskType(SequenceTaskType):
     """One sigmoid per label, binary cross-entropy loss; scored by ``micro_f1`` (main), ``macro_f1`` and
@@ -31,6 +36,7 @@ class MultiLabelTaskType(SequenceTaskType):
     name = "multilabel"
     metrics = ("micro_f1", "macro_f1", "subset_accuracy")
     default_main_metric = "micro_f1"
+    pipeline_options = frozenset({"all_scores"})
 
     def class_names(self, feature: Any) -> list[str] | None:
         if isinstance(feature, (datasets.Sequence, datasets.LargeList, datasets.List)):
@@ -54,6 +60,8 @@ class MultiLabelTaskType(SequenceTaskType):
         if value is None:
             raise _LabelError("missing labels (use [] or an empty string for a row without labels)")
         names = self._names(spec, value)
+        if isinstance(names, (int, float)) and not isinstance(names, bool) and class_names is None:
+            names = [names]  # a CSV column of label names that are all numbers ("3") is read as numbers
         if not isinstance(names, list):
             raise _LabelError(
                 f"expected a list of labels or a {spec.label_delimiter!r}-separated string, got "
@@ -65,6 +73,8 @@ class MultiLabelTaskType(SequenceTaskType):
                 if not 0 <= name < len(class_names):
                     raise _LabelError(f"label id {name} is out of range for {len(class_names)} labels")
                 name = class_names[name]
+            elif isinstance(name, (int, float)) and not isinstance(name, bool) and _number_name(name) in spec.label2id:
+                name = _number_name(name)
             if not isinstance(name, str):
                 raise _LabelError(f"expected label names (strings), got {type(name).__name__} {name!r}")
             if name not in spec.label2id:
