@@ -182,6 +182,8 @@ class MultiTaskTrainer(Trainer):
         self._refuse_unsupported_arguments()
         config = self.model.config
         self.task_specs: dict[str, TaskSpec] = {spec.name: spec for spec in config.task_specs}
+        for spec in self.task_specs.values():  # combined_score must not silently leave a task out
+            get_task_type(spec).check_main_metric(spec)
         self.train_dataset = self._task_datasets("train_dataset", train_dataset)
         self.eval_dataset = self._task_datasets("eval_dataset", eval_dataset)
         self.user_compute_metrics = compute_metrics

@@ -635,3 +635,12 @@ def test_label_smoothing_moves_multilabel_targets_and_is_reported_for_regression
                          processing_class=bert_tokenizer)
     assert "label_smoothing_factor=0.1 applies to classification, multilabel and NER tasks; not to the regression " \
            "task(s) score" in caplog.text
+
+
+def test_a_main_metric_the_task_never_reports_is_refused_by_the_trainer(bert_tokenizer, tmp_path: Path) -> None:
+    """A model config built in Python skips the data pipeline's check; combined_score would silently leave the task
+    out, so the trainer refuses it too."""
+    model = make_model([TaskSpec(name="score", type="regression", main_metric="accuracy")], bert_tokenizer.vocab_size)
+    with pytest.raises(ValueError, match="Task 'score': field 'main_metric' is 'accuracy'; a regression task's main "
+                                         "metric is one of pearson, spearmanr"):
+        MultiTaskTrainer(model=model, args=trainer_args(tmp_path), processing_class=bert_tokenizer)
