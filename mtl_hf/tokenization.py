@@ -1,17 +1,19 @@
 """How text becomes model input: the one encoding shared by training, evaluation and `MultiTaskPipeline`.
 
 Training, evaluation and serving must encode a text the same way, or the pipeline feeds the model inputs it never
-saw. There is exactly one encoding, for both task types, and everything that decides it lives here:
+saw. There is exactly one encoding, for every task type, and everything that decides it lives here:
 
 1. :func:`split_words` splits a raw text into CoNLL-like words with character offsets (NER data comes already split
-   into words; classification texts and the pipeline's inputs are split by this function).
+   into words; the texts of the other types and the pipeline's inputs are split by this function).
 2. :func:`prepare_tokenizer` sets the tokenizer up for pre-split words: a byte-level BPE tokenizer (RoBERTa, GPT-2
    style) gets ``add_prefix_space=True`` on a copy, so every word, the first included, is encoded as if it followed
    a space (``john`` -> ``Ġjohn``, never ``j ohn``).
 3. :func:`encode_words` encodes lists of words with the prepared tokenizer and ``is_split_into_words=True``;
-   :func:`encode_texts` is ``split_words`` followed by ``encode_words``. Classification preprocessing encodes its
-   texts with :func:`encode_texts`, NER preprocessing its word lists and the pipeline its windows of words with
-   :func:`encode_words`, so a sentence gets the same ids in training, evaluation and the pipeline.
+   :func:`encode_texts` is ``split_words`` followed by ``encode_words``, and :func:`encode_text_pairs` the same for
+   the two texts of a pair, as the tokenizer's pair encoding. Classification, regression and multilabel
+   preprocessing encode their texts with :func:`encode_texts` (pairs with :func:`encode_text_pairs`), NER
+   preprocessing its word lists and the pipeline its windows of words with :func:`encode_words` (pairs as in
+   training), so an input gets the same ids in training, evaluation and the pipeline.
 
 :func:`max_input_length` gives the longest input the tokenizer and the encoder's position embeddings allow.
 """
@@ -27,7 +29,9 @@ from typing import Any
 from tokenizers import Tokenizer
 from transformers import BatchEncoding, PreTrainedTokenizerBase
 
-__all__ = ["Word", "encode_texts", "encode_words", "max_input_length", "prepare_tokenizer", "split_words"]
+__all__ = [
+    "Word", "encode_text_pairs", "encode_texts", "encode_words", "max_input_length", "prepare_tokenizer", "split_words",
+]
 
 DEFAULT_MAX_LENGTH = 512
 
