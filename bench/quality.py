@@ -379,7 +379,8 @@ FIVE_HPARAMS: dict[str, Any] = {"per_device_train_batch_size": 16, "learning_rat
 
 def trivial_baselines(specs, raw_train, raw_test) -> dict[str, dict[str, float]]:
     """What a model that ignores its input scores, to read the scores against: the accuracy of always predicting the
-    most frequent training label (classification) and the MSE of always predicting the training mean (regression)."""
+    most frequent training label (classification), the MSE of always predicting the training mean (regression), and
+    the micro-F1 of always predicting the labels at least half the training rows have (multilabel)."""
     out: dict[str, dict[str, float]] = {}
     for name, spec in specs.items():
         train_labels = list(raw_train[name][spec.label_column_name])
@@ -390,6 +391,12 @@ def trivial_baselines(specs, raw_train, raw_test) -> dict[str, dict[str, float]]
         elif spec.type == "regression":
             mean = float(np.mean(train_labels))
             out[name] = {"mean_mse": round(float(np.mean((np.asarray(test_labels) - mean) ** 2)), 4)}
+        elif spec.type == "multilabel":
+            # Every row gets the labels that at least half the training rows have (none if no label is that common).
+            frequent = [label for label in spec.labels
+                        if sum(label in row for row in train_labels) >= len(train_labels) / 2]
+            scores = multilabel_scores([frequent] * len(test_labels), test_labels, spec.labels)
+            out[name] = {"frequent_labels": frequent, "frequent_micro_f1": scores["micro_f1"]}
     return out
 
 

@@ -2,7 +2,8 @@
 
 Each rank writes what it saw: world size, the `(task, row ids)` of every batch it trained (recorded as the batches
 reached `training_step`), its final weights, its evaluation metrics and predictions, and whether `predict` over an
-odd-sized eval set equals a plain one-process pass of the same model.
+odd-sized eval set equals a plain one-process pass of the same model. `python multiprocess_train.py OUT` trains the
+topic and NER tasks; `... OUT types` a pair classification, a regression and a multilabel task.
 """
 
 from __future__ import annotations
@@ -21,32 +22,44 @@ from tests.trainer_fixtures import (
     MULTIPROCESS_DEV_SIZE,
     MULTIPROCESS_TRAIN_SEED,
     MULTIPROCESS_TRAIN_SIZE,
+    MULTIPROCESS_TYPES_ARGS,
+    MOOD,
+    SAME,
+    TOPIC_SET,
     RecordingTrainer,
     make_model,
     make_tokenizer,
     tokenized,
+    tokenized_types,
 )
+from mtl_hf.task_types import get_task_type
 
 
-def main(out_dir: Path) -> None:
-    args = MultiTaskTrainingArguments(str(out_dir / "run"), **MULTIPROCESS_ARGS)
+def main(out_dir: Path, suite: str) -> None:
+    args = MultiTaskTrainingArguments(str(out_dir / "run"),
+                                      **(MULTIPROCESS_TYPES_ARGS if suite == "types" else MULTIPROCESS_ARGS))
     rank = args.process_index
     tokenizer = make_tokenizer(out_dir / f"tokenizer{rank}")
-    train = tokenized(tokenizer, MULTIPROCESS_TRAIN_SIZE, seed=MULTIPROCESS_TRAIN_SEED)
-    dev = tokenized(tokenizer, MULTIPROCESS_DEV_SIZE, seed=MULTIPROCESS_DEV_SEED)
-    trainer = RecordingTrainer(model=make_model(tokenizer.vocab_size), args=args, train_dataset=train,
+    make_data = tokenized_types if suite == "types" else tokenized
+    specs = {"specs": (SAME, MOOD, TOPIC_SET)} if suite == "types" else {}
+    train = make_data(tokenizer, MULTIPROCESS_TRAIN_SIZE, seed=MULTIPROCESS_TRAIN_SEED)
+    dev = make_data(tokenizer, MULTIPROCESS_DEV_SIZE, seed=MULTIPROCESS_DEV_SEED)
+    trainer = RecordingTrainer(model=make_model(tokenizer.vocab_size, **specs), args=args, train_dataset=train,
                                eval_dataset=dev, processing_class=tokenizer)
     trainer.train()
     metrics = trainer.evaluate()
     predicted = trainer.predict(dev).predictions
 
     model = trainer.accelerator.unwrap_model(trainer.model).eval()
-    match = True
+    match, single = True, {}
     for task, dataset in dev.items():
         batch = MultiTaskDataCollator(tokenizer)([dataset[i] for i in range(len(dataset))])
+        spec = trainer.task_specs[task]
         with torch.no_grad():
-            ids = model(**{k: v for k, v in batch.items() if k != "labels"}).logits.argmax(-1).numpy()
-        match &= trainer._to_label_space(trainer.task_specs[task], ids, dataset) == predicted[task]
+            logits = model(**{k: v for k, v in batch.items() if k != "labels"}).logits
+        kept = get_task_type(spec).logits_for_metrics(spec, logits).numpy()
+        single[task] = trainer._to_label_space(spec, kept, dataset)
+        match &= single[task] == predicted[task]
         match &= len(predicted[task]) == len(dataset)
 
     report = {
@@ -55,6 +68,7 @@ def main(out_dir: Path) -> None:
         "trained": trainer.trained,
         "predictions": predicted,
         "predictions_match_single_process": bool(match),
+        "single_process_predictions": single,
         "metrics": metrics,
     }
     (out_dir / f"rank{rank}.json").write_text(json.dumps(report))
@@ -62,4 +76,4 @@ def main(out_dir: Path) -> None:
 
 
 if __name__ == "__main__":
-    main(Path(sys.argv[1]))
+    main(Path(sys.argv[1]), sys.argv[2] if len(sys.argv) > 2 else "topic_ner")

@@ -12,8 +12,11 @@ import ast
 import copy
 import json
 import math
-import random
+import os
 import re
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import datasets
@@ -43,55 +46,30 @@ from mtl_hf.pipeline import MultiTaskPipeline
 from mtl_hf.task_types import TaskType, get_task_type
 from mtl_hf.tokenization import encode_texts
 from tests.conftest import tiny_encoder_config
-from tests.trainer_fixtures import FILLER, TOPIC_WORDS
+from tests.test_trainer import free_port, max_difference, sgd_on_batches
+from tests.trainer_fixtures import (
+    MOOD,
+    MULTIPROCESS_TYPES_ARGS,
+    MULTIPROCESS_DEV_SEED,
+    MULTIPROCESS_DEV_SIZE,
+    MULTIPROCESS_TRAIN_SEED,
+    MULTIPROCESS_TRAIN_SIZE,
+    SAME,
+    TOPIC_SET,
+    TOPIC_WORDS,
+    make_tokenizer,
+    pair_rows,
+    sentiment_rows,
+    tokenized_types,
+    topic_set_rows,
+)
+from tests.trainer_fixtures import make_model as make_fixture_model
 
 REPO = Path(__file__).resolve().parents[1]
 TYPE_NAMES = {"classification", "regression", "multilabel", "ner"}
 TOPICS = sorted(TOPIC_WORDS)  # business, sport, tech
 
 
-# ---- toy data (shared with test_task_types_run.py) ----------------------------------------------------------------
-
-
-def sentiment_rows(n: int, seed: int) -> dict[str, list]:
-    """Regression: score = number of "good" minus number of "bad" words."""
-    rng = random.Random(seed)
-    texts, scores = [], []
-    for _ in range(n):
-        good, bad = rng.randint(0, 3), rng.randint(0, 3)
-        words = rng.sample(FILLER, rng.randint(1, 4)) + ["good"] * good + ["bad"] * bad
-        rng.shuffle(words)
-        texts.append(" ".join(words))
-        scores.append(float(good - bad))
-    return {"text": texts, "label": scores}
-
-
-def topic_set_rows(n: int, seed: int) -> dict[str, list]:
-    """Multilabel: the topics whose keywords occur (one or two per text), as sorted lists."""
-    rng = random.Random(seed)
-    texts, labels = [], []
-    for i in range(n):
-        topics = sorted(rng.sample(TOPICS, 1 + i % 2))
-        words = rng.sample(FILLER, rng.randint(1, 4)) + [rng.choice(TOPIC_WORDS[t]) for t in topics]
-        rng.shuffle(words)
-        texts.append(" ".join(words))
-        labels.append(topics)
-    return {"text": texts, "labels": labels}
-
-
-def pair_rows(n: int, seed: int) -> dict[str, list]:
-    """Pair classification: whether both texts are about the same topic."""
-    rng = random.Random(seed)
-    texts, others, labels = [], [], []
-    for i in range(n):
-        first = rng.choice(TOPICS)
-        second = first if i % 2 == 0 else rng.choice([t for t in TOPICS if t != first])
-        for topic, column in ((first, texts), (second, others)):
-            words = rng.sample(FILLER, rng.randint(1, 3)) + [rng.choice(TOPIC_WORDS[topic])]
-            rng.shuffle(words)
-            column.append(" ".join(words))
-        labels.append("same" if first == second else "different")
-    return {"text": texts, "text_b": others, "label": labels}
 
 
 def raw(split: str = "train", **columns: list) -> datasets.DatasetDict:
@@ -644,3 +622,55 @@ def test_a_main_metric_the_task_never_reports_is_refused_by_the_trainer(bert_tok
     with pytest.raises(ValueError, match="Task 'score': field 'main_metric' is 'accuracy'; a regression task's main "
                                          "metric is one of pearson, spearmanr"):
         MultiTaskTrainer(model=model, args=trainer_args(tmp_path), processing_class=bert_tokenizer)
+
+
+# ---- two processes -----------------------------------------------------------------------------------------------
+
+
+def test_two_processes_train_and_evaluate_the_new_types_like_one_process(tmp_path: Path) -> None:
+    """Pair classification, regression and multilabel on two gloo ranks: the weights end where one process ends after
+    the same global batches (each a plain SGD step on the model's own mean loss: the item counts of MSE and BCE summed
+    over the ranks), predict() over an odd-sized eval set gives every row once in order, as one process does, and the
+    gathered metrics are those of these predictions."""
+    accelerate = shutil.which("accelerate") or str(Path(sys.executable).with_name("accelerate"))
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
+    result = subprocess.run(
+        [accelerate, "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
+         "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(free_port()),
+         str(REPO / "tests" / "multiprocess_train.py"), str(tmp_path), "types"],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=240,
+    )
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-4000:]
+    reports = [json.loads((tmp_path / f"rank{rank}.json").read_text()) for rank in (0, 1)]
+    assert [r["world_size"] for r in reports] == [2, 2]
+    trained = [report["trained"] for report in reports]
+    for (task_0, rows_0), (task_1, rows_1) in zip(*trained):
+        assert task_0 == task_1 and not set(rows_0) & set(rows_1)
+
+    weights = [torch.load(tmp_path / f"weights{rank}.pt") for rank in (0, 1)]
+    tokenizer = make_tokenizer(tmp_path / "tokenizer")
+    start = make_fixture_model(tokenizer.vocab_size, specs=(SAME, MOOD, TOPIC_SET))
+    reference = copy.deepcopy(start)
+    data = tokenized_types(tokenizer, MULTIPROCESS_TRAIN_SIZE, seed=MULTIPROCESS_TRAIN_SEED)
+    global_batches = [(task, rows_0 + rows_1) for (task, rows_0), (_, rows_1) in zip(*trained)]
+    sgd_on_batches(reference, data, tokenizer, global_batches, lr=MULTIPROCESS_TYPES_ARGS["learning_rate"])
+    assert max_difference(reference.state_dict(), start.state_dict()) > 0.02  # training moved the weights
+    assert max_difference(weights[0], reference.state_dict()) < 1e-5
+
+    dev = {name: rows for name, rows in (("same", pair_rows(MULTIPROCESS_DEV_SIZE, MULTIPROCESS_DEV_SEED)),
+                                         ("mood", sentiment_rows(MULTIPROCESS_DEV_SIZE, MULTIPROCESS_DEV_SEED + 1)),
+                                         ("topics", topic_set_rows(MULTIPROCESS_DEV_SIZE, MULTIPROCESS_DEV_SEED + 2)))}
+    for report in reports:
+        predicted, single = report["predictions"], report["single_process_predictions"]
+        assert predicted == reports[0]["predictions"]
+        assert {task: len(values) for task, values in predicted.items()} == dict.fromkeys(dev, MULTIPROCESS_DEV_SIZE)
+        assert predicted["same"] == single["same"] and predicted["topics"] == single["topics"]
+        assert predicted["mood"] == pytest.approx(single["mood"], abs=1e-5)
+        metrics = report["metrics"]
+        accuracy = np.mean([p == g for p, g in zip(predicted["same"], dev["same"]["label"])])
+        assert metrics["eval_same_accuracy"] == pytest.approx(accuracy)
+        assert metrics["eval_mood_pearson"] == pytest.approx(pearsonr(predicted["mood"], dev["mood"]["label"])[0],
+                                                             abs=1e-5)
+        gold = [[int(t in labels) for t in TOPICS] for labels in dev["topics"]["labels"]]
+        hot = [[int(t in labels) for t in TOPICS] for labels in predicted["topics"]]
+        assert metrics["eval_topics_micro_f1"] == pytest.approx(f1_score(gold, hot, average="micro", zero_division=0))

@@ -24,7 +24,8 @@ from mtl_hf import MultiTaskModel, MultiTaskPipeline
 from mtl_hf.tokenization import encode_text_pairs, encode_texts
 from tests.conftest import save_tiny_bert
 from tests.test_run_mtl import run
-from tests.test_task_types import TOPICS, pair_rows, sentiment_rows, topic_set_rows
+from tests.test_task_types import TOPICS
+from tests.trainer_fixtures import pair_rows, sentiment_rows, topic_set_rows
 from tests.trainer_fixtures import NER, TOPIC, write_task_files
 
 SPLITS = (("train", 32, 10), ("dev", 16, 11), ("test", 7, 12))  # (name in the file names, rows, seed)

@@ -41,6 +41,8 @@ MULTIPROCESS_ARGS = dict(
     lr_scheduler_type="constant", max_grad_norm=0.0, logging_steps=2, save_strategy="no", report_to=[], seed=3,
     disable_tqdm=True,
 )
+# The other task types' run: regression targets up to +-3 make plain SGD at 0.1 diverge; a smaller step does not.
+MULTIPROCESS_TYPES_ARGS = {**MULTIPROCESS_ARGS, "learning_rate": 0.02}
 MULTIPROCESS_TRAIN_SIZE, MULTIPROCESS_TRAIN_SEED = 13, 0  # 13 per task: each epoch's last step wraps around
 MULTIPROCESS_DEV_SIZE, MULTIPROCESS_DEV_SEED = 11, 50  # odd-sized, so the ranks' eval shards are padded
 
@@ -80,6 +82,65 @@ def ner_rows(n: int, seed: int) -> dict[str, list]:
     return {"tokens": sentences, "ner_tags": tags}
 
 
+def sentiment_rows(n: int, seed: int) -> dict[str, list]:
+    """Regression: score = number of "good" minus number of "bad" words."""
+    rng = random.Random(seed)
+    texts, scores = [], []
+    for _ in range(n):
+        good, bad = rng.randint(0, 3), rng.randint(0, 3)
+        words = rng.sample(FILLER, rng.randint(1, 4)) + ["good"] * good + ["bad"] * bad
+        rng.shuffle(words)
+        texts.append(" ".join(words))
+        scores.append(float(good - bad))
+    return {"text": texts, "label": scores}
+
+
+def topic_set_rows(n: int, seed: int) -> dict[str, list]:
+    """Multilabel: the topics whose keywords occur (one or two per text), as sorted lists."""
+    rng = random.Random(seed)
+    texts, labels = [], []
+    for i in range(n):
+        topics = sorted(rng.sample(sorted(TOPIC_WORDS), 1 + i % 2))
+        words = rng.sample(FILLER, rng.randint(1, 4)) + [rng.choice(TOPIC_WORDS[t]) for t in topics]
+        rng.shuffle(words)
+        texts.append(" ".join(words))
+        labels.append(topics)
+    return {"text": texts, "labels": labels}
+
+
+def pair_rows(n: int, seed: int) -> dict[str, list]:
+    """Pair classification: whether both texts are about the same topic."""
+    rng = random.Random(seed)
+    texts, others, labels = [], [], []
+    for i in range(n):
+        first = rng.choice(sorted(TOPIC_WORDS))
+        second = first if i % 2 == 0 else rng.choice([t for t in sorted(TOPIC_WORDS) if t != first])
+        for topic, column in ((first, texts), (second, others)):
+            words = rng.sample(FILLER, rng.randint(1, 3)) + [rng.choice(TOPIC_WORDS[topic])]
+            rng.shuffle(words)
+            column.append(" ".join(words))
+        labels.append("same" if first == second else "different")
+    return {"text": texts, "text_b": others, "label": labels}
+
+
+# The other task types on toy data, for the two-process run of tests/multiprocess_train.py ("types").
+SAME = TaskSpec(name="same", type="classification", labels=["different", "same"], text_pair_column_name="text_b")
+MOOD = TaskSpec(name="mood", type="regression")
+TOPIC_SET = TaskSpec(name="topics", type="multilabel", labels=sorted(TOPIC_WORDS))
+
+
+def tokenized_types(tokenizer: transformers.PreTrainedTokenizerBase, n: int, seed: int = 0,
+                    split: str = "train") -> dict[str, datasets.Dataset]:
+    """`{task: tokenized split}` of a pair classification, a regression and a multilabel task, with `ROW_ID`s."""
+    out = {}
+    for spec, rows in ((SAME, pair_rows(n, seed)), (MOOD, sentiment_rows(n, seed + 1)),
+                       (TOPIC_SET, topic_set_rows(n, seed + 2))):
+        raw = datasets.DatasetDict({split: datasets.Dataset.from_dict(rows)})
+        dataset = preprocess_task(spec, raw, tokenizer, max_seq_length=32)[split]
+        out[spec.name] = dataset.add_column(ROW_ID, list(range(len(dataset))))
+    return out
+
+
 def write_task_files(data: Path) -> None:
     """The toy tasks as files a task file can name: `topic_{train,dev,test}.jsonl` (columns `sentence`, `category`)
     and `ner_{train,dev,test}.conll`, with 24, 9 and 7 examples."""
@@ -114,12 +175,13 @@ def make_tokenizer(path: Path) -> transformers.PreTrainedTokenizerBase:
     return transformers.AutoTokenizer.from_pretrained(path)
 
 
-def make_model(vocab_size: int, dropout: float = 0.0, seed: int = 0) -> MultiTaskModel:
+def make_model(vocab_size: int, dropout: float = 0.0, seed: int = 0,
+               specs: tuple[TaskSpec, ...] = (TOPIC, NER)) -> MultiTaskModel:
     torch.manual_seed(seed)
     encoder = tiny_encoder_config(
         "bert", vocab_size, hidden_dropout_prob=dropout, attention_probs_dropout_prob=dropout
     )
-    tasks = [TaskSpec(**{**spec.to_config_dict(), "dropout": dropout}) for spec in (TOPIC, NER)]
+    tasks = [TaskSpec(**{**spec.to_config_dict(), "dropout": dropout}) for spec in specs]
     return MultiTaskModel(MultiTaskConfig(encoder=encoder, tasks=tasks))
 
 
