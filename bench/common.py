@@ -12,7 +12,9 @@
   and macro-F1, Pearson / Spearman / MSE, multi-label micro- and macro-F1 and subset accuracy; the five-task targets
   on seed means (one standard deviation, Welch's t-test for what is inside the noise);
 * ``render_docs``: writes ``docs/benchmarks.md`` and ``docs/benchmarks.png`` from the JSON results, so the published
-  numbers always come from the scripts. ``python bench/common.py`` re-renders them from ``bench/results``.
+  numbers always come from the scripts (``speed_five.json``, the interleaved five-task throughput of
+  ``speed.py --five_training``, is a subsection of the speed section). ``python bench/common.py`` re-renders them from
+  ``bench/results``.
 """
 
 from __future__ import annotations
@@ -53,6 +55,7 @@ QUALITY_FIVE_JSON = "quality_five.json"
 ALL_TASKS_FILE = DATA_DIR / "tasks_all.yaml"
 FIVE_TASK_FILE_NAME = "tasks_five.yaml"
 SPEED_JSON = "speed.json"
+SPEED_FIVE_JSON = "speed_five.json"
 NUM_THREADS = 2
 
 # The shared hyper-parameters of every trained contender (quality.py); speed.py uses the same batch size and length.
@@ -504,15 +507,19 @@ class EpochTimer(TrainerCallback):
 
 
 class TrainingLoopTimer(TrainerCallback):
-    """Seconds spent in ``trainer.train()``'s step loop, summed over epochs: each epoch from ``on_epoch_begin`` to
-    its last ``on_step_end`` (as :class:`EpochTimer`, which measures one epoch). What is outside (optimizer and
-    dataloader setup, end-of-training bookkeeping) is paid once per Trainer, so excluding it keeps five single-task
-    Trainers from being charged five setups against the multi-task Trainer's one."""
+    """Seconds spent in the step loop of the latest ``trainer.train()`` call, summed over its epochs: each epoch from
+    ``on_epoch_begin`` to its last ``on_step_end`` (as :class:`EpochTimer`, which measures one epoch). What is outside
+    (optimizer and dataloader setup, end-of-training bookkeeping) is paid once per Trainer, so excluding it keeps five
+    single-task Trainers from being charged five setups against the multi-task Trainer's one. The count restarts at
+    ``on_train_begin``, so that speed.py can call ``train()`` on the same Trainer once per round."""
 
     def __init__(self) -> None:
         self.seconds = 0.0
         self._begin: float | None = None
         self._last_step: float | None = None
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self.seconds = 0.0
 
     def on_epoch_begin(self, args, state, control, **kwargs):
         self._begin = time.perf_counter()
@@ -845,9 +852,16 @@ FIVE_HEADING = "## Five tasks, four task types: one model vs five single-task Tr
 FIVE_ANCHOR = "#five-tasks-four-task-types-one-model-vs-five-single-task-trainers"
 
 
+def _heading_level(line: str) -> int:
+    """1 for ``# X``, 2 for ``## X``, ...; 0 for a line that is not a Markdown heading."""
+    hashes = len(line) - len(line.lstrip("#"))
+    return hashes if hashes and line[hashes:hashes + 1] == " " else 0
+
+
 def _page_section(page: str, heading: str) -> tuple[int, int] | None:
-    """Where the ``## `` section that starts with ``heading`` lies in ``page`` (character offsets, up to the next
-    ``## `` heading or the end), or None."""
+    """Where the section that starts with the line ``heading`` lies in ``page`` (character offsets, up to the next
+    heading of the same or a higher level outside code blocks, or the end), or None: a ``## `` section ends at the
+    next ``## `` (or ``# ``), a ``### `` subsection also at the next ``### ``."""
     lines = page.splitlines(keepends=True)
     offsets = [0]
     for line in lines:
@@ -855,7 +869,14 @@ def _page_section(page: str, heading: str) -> tuple[int, int] | None:
     starts = [i for i, line in enumerate(lines) if line.rstrip("\n") == heading]
     if not starts:
         return None
-    end = next((i for i in range(starts[0] + 1, len(lines)) if lines[i].startswith("## ")), len(lines))
+    level = _heading_level(heading)
+    end, in_code = len(lines), False
+    for i in range(starts[0] + 1, len(lines)):
+        if lines[i].startswith("```"):
+            in_code = not in_code
+        elif not in_code and 0 < _heading_level(lines[i]) <= level:
+            end = i
+            break
     return offsets[starts[0]], offsets[end]
 
 
@@ -873,26 +894,128 @@ def splice_five_section(md_path: Path, five: dict[str, Any]) -> None:
     md_path.write_text(page[:where[0]] + section + page[where[1]:], encoding="utf-8")
 
 
+SPEED_HEADING = "## Speed"
+SPEED_TRAINING_HEADING = "### Training throughput"
+SPEED_FIVE_HEADING = "### Training throughput, five tasks: one MultiTaskTrainer vs five single-task Trainers"
+
+
+def render_speed_five(speed_five: dict[str, Any]) -> list[str]:
+    """The speed subsection of ``speed.py --five_training`` (``speed_five.json``): issue 11's throughput target, (a)
+    against (b) in interleaved rounds, where the five-task section's sequential quality runs cannot keep a drift in
+    machine load out of the ratio."""
+    out: list[str] = []
+    w = out.append
+    cfg = speed_five["config"]
+    a = speed_five["contenders"]["mtl_trainer"]
+    b = speed_five["contenders"]["single_trainers"]
+    ratio = speed_five["ratio"]
+    rows = cfg["rows_per_task"]
+    w(SPEED_FIVE_HEADING)
+    w("")
+    w("Reproduce" + (f" ({speed_five['total_seconds'] / 60:.0f} min on the machine below)"
+                     if speed_five.get("total_seconds") else "") + ":")
+    w("")
+    w("```bash")
+    w("python bench/fetch_data.py --all        # the five tasks' data, as for the five-task section")
+    w("python bench/speed.py --five_training   # -> bench/results/speed_five.json, rewrites this subsection")
+    w("```")
+    w("")
+    out.extend(_machine_lines(speed_five["machine"], "Machine"))
+    w("")
+    w(f"The same seeded sample of {rows} train rows of each of the [five tasks]({FIVE_ANCHOR}) "
+      f"({a['examples_per_round']:,} rows) for both contenders, batch size {cfg['batch_size']}, max_seq_length "
+      f"{cfg['max_seq_length']}, learning rate {cfg['learning_rate']} (the five-task section's hyper-parameters), "
+      "dynamic padding, AdamW. One round = one epoch of each contender: (a) one `MultiTaskTrainer` over all rows "
+      f"({a['steps_per_round']} steps, proportional sampling: every batch of every task once), (b) the five "
+      "single-task Trainers of the five-task section (run_ner.py / run_glue.py / run_classification.py recipes), "
+      f"each over its task's {rows} rows ({b['steps_per_round']} steps together). Examples/s = rows trained / seconds "
+      "of `trainer.train()`'s step loop (`TrainingLoopTimer`: from `on_epoch_begin` to the last `on_step_end`, so "
+      "Trainer, optimizer and dataloader setup, paid once per Trainer, are left out), (b) summed over its five runs. "
+      f"One process, {cfg['num_threads']} torch threads, {cfg['warmup_rounds']} warm-up "
+      f"round{'s' if cfg['warmup_rounds'] != 1 else ''} then {cfg['rounds']} timed rounds in which (a) and (b) take "
+      "turns going first, so that load from anything else on the machine hits both alike; the models are built once "
+      "and trained on round after round (each `train()` call builds a fresh optimizer and schedule). Median over the "
+      "timed rounds, [min-max] in brackets, and the ratio of the medians.")
+    w("")
+    w("| Contender | Examples/s | (a) is ... x this |")
+    w("|---|---|---|")
+    sa, sb = a["examples_per_s"], b["examples_per_s"]
+    w(f"| (a) **`MultiTaskTrainer`**, five tasks, proportional sampling | **{sa['median']:.1f}** "
+      f"[{sa['min']:.1f}-{sa['max']:.1f}] | 1 |")
+    w(f"| (b) five single-task HF `Trainer`s, one after the other (rate = all rows / the five step loops' seconds) "
+      f"| **{sb['median']:.1f}** [{sb['min']:.1f}-{sb['max']:.1f}] | **{ratio:.3f}** |")
+    subtokens = speed_five.get("mean_subtokens", {})
+    for task, s in speed_five["single_by_task"].items():
+        length = f", {subtokens[task]} sub-tokens per row" if task in subtokens else ""
+        w(f"| of which {FIVE_TASKS[task]['title']} (`{task}`) alone{length} | {s['median']:.1f} "
+          f"[{s['min']:.1f}-{s['max']:.1f}] | |")
+    w("")
+    ratios = speed_five["per_round_ratios"]
+    per_round = ", ".join(f"{x:.3f}" + (" (a first)" if first == "mtl_trainer" else "")
+                          for x, first in zip(ratios, speed_five["first_per_round"]))
+    below = sum(x < FIVE_THROUGHPUT_RATIO for x in ratios)
+    w(f"Target, training throughput >= {FIVE_THROUGHPUT_RATIO}x the single-task Trainers on the same examples: "
+      f"{ratio:.3f}x, {_met(ratio >= FIVE_THROUGHPUT_RATIO)}. Per-round ratios (a) / (b): {per_round}; {below} of "
+      f"{len(ratios)} below {FIVE_THROUGHPUT_RATIO}x. The five-task "
+      "section measures the same ratio in its quality runs (more rows and epochs, but (a) and (b) one after the "
+      "other, so a change in machine load between them enters the ratio).")
+    w("")
+    return out
+
+
+def splice_speed_five_section(md_path: Path, speed_five: dict[str, Any]) -> None:
+    """Put the five-task throughput subsection into the page as it is (why: see :func:`splice_five_section`): replace
+    it if it is there, else insert it after the speed section's training-throughput subsection (or at the end of the
+    speed section); a page without a speed section gets one, before ``## Method notes`` (or at the end)."""
+    page = md_path.read_text(encoding="utf-8")
+    section = "\n".join(render_speed_five(speed_five)) + "\n"
+    where = _page_section(page, SPEED_FIVE_HEADING)
+    if where is None:
+        speed = _page_section(page, SPEED_HEADING)
+        if speed is not None:
+            training = _page_section(page[speed[0]:speed[1]], SPEED_TRAINING_HEADING)
+            at = speed[0] + training[1] if training is not None else speed[1]
+        else:
+            section = f"{SPEED_HEADING}\n\n{section}"
+            notes = page.find("\n## Method notes\n")
+            at = notes + 1 if notes >= 0 else len(page)
+        where = (at, at)
+    md_path.write_text(page[:where[0]] + section + page[where[1]:], encoding="utf-8")
+
+
+def _kept_section(page: str, heading: str) -> list[str]:
+    """The lines of the section ``heading`` of ``page`` followed by a blank line, or none: what a re-render keeps of
+    a section whose results file is not in the results folder."""
+    where = _page_section(page, heading)
+    return [] if where is None else page[where[0]:where[1]].rstrip("\n").split("\n") + [""]
+
+
 def render_docs(results_dir: Path = DEFAULT_OUTPUT_DIR, md_path: Path = DOCS_MD,
                 png_path: Path = DOCS_PNG) -> list[Path]:
-    """Write docs/benchmarks.md (and the plot) from ``quality.json``, ``quality_five.json`` and ``speed.json`` in
-    ``results_dir``. With the five-task results but not both others, and a page already there, only the five-task
-    section of the page is replaced (see :func:`splice_five_section`); the plot is then left as it is. Without the
-    five-task results, a five-task section already on the page is kept. Returns the files written."""
+    """Write docs/benchmarks.md (and the plot) from ``quality.json``, ``quality_five.json``, ``speed.json`` and
+    ``speed_five.json`` in ``results_dir``. With five-task results (quality or speed) but not both of the others, and
+    a page already there, only the five-task section and subsection of the page are replaced (see
+    :func:`splice_five_section`); the plot is then left as it is. A five-task section or subsection whose results are
+    not in ``results_dir`` is kept from the page. Returns the files written."""
     quality = read_json(results_dir / QUALITY_JSON)
     speed = read_json(results_dir / SPEED_JSON)
     five = read_json(results_dir / QUALITY_FIVE_JSON)
-    if five and not (quality and speed) and md_path.is_file():
-        splice_five_section(md_path, five)
+    speed_five = read_json(results_dir / SPEED_FIVE_JSON)
+    if (five or speed_five) and not (quality and speed) and md_path.is_file():
+        if five:
+            splice_five_section(md_path, five)
+        if speed_five:
+            splice_speed_five_section(md_path, speed_five)
         return [md_path]
     old_page = md_path.read_text(encoding="utf-8") if md_path.is_file() else ""
-    old_five = _page_section(old_page, FIVE_HEADING)
+    speed_five_lines = render_speed_five(speed_five) if speed_five else _kept_section(old_page, SPEED_FIVE_HEADING)
     out: list[str] = []
     w = out.append
     w("# Benchmarks: one multi-task model vs single-task models, and the cost of the trainer")
     w("")
     w("<!-- Generated by bench/quality.py and bench/speed.py (bench/common.py: render_docs) from "
-      "bench/results/quality.json, quality_five.json and speed.json. Do not edit by hand: rerun the scripts. -->")
+      "bench/results/quality.json, quality_five.json, speed.json and speed_five.json. Do not edit by hand: rerun the "
+      "scripts. -->")
     w("")
     w("Two real corpora, one small offline encoder, everything on CPU:")
     w("")
@@ -1041,17 +1164,14 @@ def render_docs(results_dir: Path = DEFAULT_OUTPUT_DIR, md_path: Path = DOCS_MD,
                   f"Trainers {b['ner']['f1']:.2f} / {b['topic_accuracy']:.2f}%.")
                 w("")
 
-    if five:
-        out.extend(render_five(five))
-    elif old_five is not None:
-        out.extend(old_page[old_five[0]:old_five[1]].rstrip("\n").split("\n"))
-        w("")
+    out.extend(render_five(five) if five else _kept_section(old_page, FIVE_HEADING))
 
     # ---- speed
+    if speed or speed_five_lines:
+        w(SPEED_HEADING)
+        w("")
     if speed:
         cfg = speed["config"]
-        w("## Speed")
-        w("")
         w(f"All contenders run in one process, {cfg['num_threads']} torch threads, interleaved round by round "
           f"({cfg['rounds']} timed rounds after {cfg['warmup_rounds']} warm-up round; in each round every contender "
           "runs once, in a rotating order) so that load from anything else on the machine hits all of them alike. "
@@ -1059,7 +1179,7 @@ def render_docs(results_dir: Path = DEFAULT_OUTPUT_DIR, md_path: Path = DOCS_MD,
         w("")
     if speed and "training" in speed:
         tr = speed["training"]
-        w("### Training throughput")
+        w(SPEED_TRAINING_HEADING)
         w("")
         w(f"The same pre-tokenized data for every contender: {cfg['train_rows_per_task']} CoNLL train sentences + "
           f"{cfg['train_rows_per_task']} BBC train headlines (seeded sample, 1:1), batch size {cfg['batch_size']}, "
@@ -1117,6 +1237,7 @@ def render_docs(results_dir: Path = DEFAULT_OUTPUT_DIR, md_path: Path = DOCS_MD,
                 w(f"| {extra[key]} | **{s['median']:.1f}** [{s['min']:.1f}-{s['max']:.1f}] | "
                   f"{s['median'] / mtl_rate:.2f}x | {s['median'] / base:.1f}x |")
             w("")
+    out.extend(speed_five_lines)
     if speed and "inference" in speed:
         inf = speed["inference"]
         w("### Inference")
@@ -1396,7 +1517,8 @@ def render_five(five: dict[str, Any]) -> list[str]:
       "from `on_epoch_begin` to its last `on_step_end`, so each Trainer's setup is left out), summed over every seed; "
       f"(b) sums its five runs. Single-task Trainers by task (examples/s): {per_task}. The runs are sequential, not "
       "interleaved as in the speed section, with the order of (a) and (b) alternating from seed to seed; the "
-      "per-seed ratios in the targets table show the spread. Training time is the wall-clock time of "
+      "per-seed ratios in the targets table show the spread (`speed.py --five_training` measures the same ratio in "
+      "interleaved rounds: the speed section's five-task subsection). Training time is the wall-clock time of "
       "`trainer.train()` (of all five runs for (b)), the mean over seeds.")
     w("")
     metrics = [run["mtl"].get("trainer_metrics", {}) for run in five["runs"] if "mtl" in run and "single" in run]

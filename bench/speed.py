@@ -13,8 +13,14 @@ Every section runs in rounds that interleave the contenders (rotating their orde
 over rounds and the ratios of medians are reported. Results go to ``<output_dir>/speed.json`` and, unless ``--quick``
 or ``--no_docs``, into ``docs/benchmarks.md`` / ``docs/benchmarks.png`` (together with quality.json).
 
-    python bench/speed.py            # ~10 min on 2 CPU cores
-    python bench/speed.py --quick    # smoke run
+``--five_training`` measures, instead, issue 11's five-task throughput target the same way: per round, one
+``MultiTaskTrainer`` epoch over a sample of the five tasks of ``quality.py --suite five`` against one epoch of each of
+its five single-task Trainers over the same rows. Results go to ``<output_dir>/speed_five.json`` and into their own
+subsection of ``docs/benchmarks.md``.
+
+    python bench/speed.py                    # ~10 min on 2 CPU cores
+    python bench/speed.py --quick            # smoke run
+    python bench/speed.py --five_training    # ~8 min on 2 CPU cores (needs `python bench/fetch_data.py --all`)
 """
 
 from __future__ import annotations
@@ -31,17 +37,22 @@ from common import (
     DEFAULT_OUTPUT_DIR,
     HPARAMS,
     NUM_THREADS,
+    ROOT,
+    SPEED_FIVE_JSON,
     SPEED_JSON,
     EpochTimer,
     OriginalMultiTaskNet,
+    TrainingLoopTimer,
     alternate,
     load_corpora,
+    load_five_corpora,
     machine_info,
     model_path,
     original_ner_example,
     original_step,
     original_topic_example,
     render_docs,
+    run_classification_multi_label_preprocess_function,
     run_glue_preprocess_function,
     run_ner_tokenize_and_align_labels,
     sample,
@@ -49,6 +60,7 @@ from common import (
     summarize,
     write_json,
 )
+from quality import FIVE_HPARAMS, PROBLEM_TYPES
 
 import datasets
 import torch
@@ -70,6 +82,9 @@ from mtl_hf.data import MultiTaskDataCollator, load_tokenizer, preprocess_task
 from mtl_hf.sampler import MultiTaskBatchSampler
 
 TASK_ORDER = ("topic", "ner")  # as in bench/data/tasks.yaml
+# --five_training: rows per task (16 batches of 16 per task), sized so that a warm-up and five timed rounds take about
+# 8 minutes on 2 CPU cores (one round of 160 rows per task took 45 s there).
+FIVE_ROWS_PER_TASK = 256
 
 
 def log(message: str) -> None:
@@ -101,12 +116,13 @@ def interleave(
     return records
 
 
-def trainer_kwargs(output_dir: str, batch_size: int, seed: int) -> dict[str, Any]:
+def trainer_kwargs(output_dir: str, batch_size: int, seed: int,
+                   learning_rate: float = HPARAMS["learning_rate"]) -> dict[str, Any]:
     """One epoch, nothing saved, logged or evaluated: the step loop is what is timed."""
     return dict(
         output_dir=output_dir,
         per_device_train_batch_size=batch_size,
-        learning_rate=HPARAMS["learning_rate"],
+        learning_rate=learning_rate,
         weight_decay=HPARAMS["weight_decay"],
         warmup_steps=HPARAMS["warmup_ratio"],
         num_train_epochs=1,
@@ -420,6 +436,139 @@ def bench_data_prep(specs, raws, tokenizer, args) -> dict[str, Any]:
 
 
 # ---------------------------------------------------------------------------------------------------------------------
+# 4. Five-task training throughput (--five_training)
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+def single_task_trainer(spec, raw_train: datasets.Dataset, tokenizer, output_dir: str, batch_size: int,
+                        learning_rate: float, seed: int) -> tuple[Trainer, TrainingLoopTimer]:
+    """One task's single-task HF ``Trainer`` built as quality.py's ``train_single_ner`` / ``train_single_sequence``
+    build it (run_ner.py, run_glue.py with pairs and regression, run_classification.py's multi-label labels;
+    ``problem_type`` set), with a timer of its step loop. Built here rather than called, because those functions also
+    train and predict in one go, and this benchmark trains the same Trainer again in every round."""
+    max_len = HPARAMS["max_seq_length"]
+    kind = spec.type
+    label_to_id = None if kind == "regression" else {label: i for i, label in enumerate(spec.labels)}
+    label_kwargs = {} if label_to_id is None else {"id2label": spec.id2label, "label2id": label_to_id}
+    set_seed(seed)
+    if kind == "ner":
+        fn = run_ner_tokenize_and_align_labels(tokenizer, label_to_id, max_len, spec.text_column_name,
+                                               spec.label_column_name)
+        model = AutoModelForTokenClassification.from_pretrained(model_path(), num_labels=len(spec.labels),
+                                                                **label_kwargs)
+        collator = DataCollatorForTokenClassification(tokenizer)
+    else:
+        if spec.label_column_name != "label":  # both scripts rename the label column to "label"
+            raw_train = raw_train.rename_column(spec.label_column_name, "label")
+        if kind == "multilabel":
+            fn = run_classification_multi_label_preprocess_function(tokenizer, label_to_id, max_len,
+                                                                    spec.text_column_name)
+        else:
+            fn = run_glue_preprocess_function(tokenizer, label_to_id, max_len, spec.text_column_name,
+                                              spec.text_pair_column_name)
+        model = AutoModelForSequenceClassification.from_pretrained(
+            model_path(), num_labels=1 if kind == "regression" else len(spec.labels),
+            problem_type=PROBLEM_TYPES[kind], **label_kwargs)
+        collator = DataCollatorWithPadding(tokenizer)
+    timer = TrainingLoopTimer()
+    training_args = TrainingArguments(**trainer_kwargs(output_dir, batch_size, seed, learning_rate))
+    trainer = Trainer(model=model, args=training_args, train_dataset=raw_train.map(fn, batched=True),
+                      processing_class=tokenizer, data_collator=collator, callbacks=[timer])
+    return trainer, timer
+
+
+def bench_five_training(args: argparse.Namespace) -> dict[str, Any]:
+    """Issue 11's throughput target in interleaved rounds: (a) one ``MultiTaskTrainer`` epoch over ``N`` rows of each
+    of the five tasks (proportional sampling) against (b) one epoch of each task's single-task ``Trainer`` over the
+    same rows, examples/s from the step-loop time of ``trainer.train()`` ((b) summed over its five runs). The quality
+    runs measure it too, but one contender after the other, so a change in machine load between them enters the
+    ratio; here it hits both alike."""
+    seed, bs, lr = HPARAMS["seed"], args.batch_size, FIVE_HPARAMS["learning_rate"]
+    specs, raws = load_five_corpora(args.output_dir)
+    tokenizer = load_tokenizer(model_path())
+    raw = {t: sample(raws[t]["train"], args.five_rows_per_task, seed=seed) for t in specs}
+    mtl_data = {t: preprocess_task(specs[t], datasets.DatasetDict(train=raw[t]), tokenizer,
+                                   max_seq_length=HPARAMS["max_seq_length"])["train"] for t in specs}
+    mtl_rows = sum(len(d) for d in mtl_data.values())
+
+    tmp = tempfile.TemporaryDirectory()
+    set_seed(seed)
+    mtl_timer = TrainingLoopTimer()
+    mtl_trainer = MultiTaskTrainer(
+        model=MultiTaskModel.from_encoder(model_path(), list(specs.values())),
+        args=MultiTaskTrainingArguments(**trainer_kwargs(tmp.name, bs, seed, lr), sampling_strategy="proportional"),
+        train_dataset=mtl_data, processing_class=tokenizer, callbacks=[mtl_timer])
+    singles = {t: single_task_trainer(specs[t], raw[t], tokenizer, tmp.name, bs, lr, seed) for t in specs}
+    assert all(len(singles[t][0].train_dataset) == len(mtl_data[t]) for t in specs), "contenders differ in rows"
+
+    def run_mtl() -> dict[str, float]:
+        mtl_trainer.train()
+        return {"seconds": mtl_timer.seconds, "examples": mtl_rows, "steps": mtl_trainer.state.global_step}
+
+    def run_singles() -> dict[str, float]:
+        out = {"seconds": 0.0, "examples": 0, "steps": 0}
+        for t, (trainer, timer) in singles.items():
+            trainer.train()
+            out[f"{t}_seconds"] = timer.seconds
+            out[f"{t}_examples"] = len(trainer.train_dataset)
+            out["seconds"] += timer.seconds
+            out["examples"] += len(trainer.train_dataset)
+            out["steps"] += trainer.state.global_step
+        return out
+
+    first_per_round: list[str] = []
+
+    def report(round_index: int, warm: bool, results: dict[str, Any]) -> None:
+        rates = {name: r["examples"] / r["seconds"] for name, r in results.items()}
+        if not warm:
+            first_per_round.append(next(iter(results)))
+        log(f"five-task training round {round_index + 1}/{args.warmup_rounds + args.rounds}"
+            f"{' (warm-up)' if warm else ''}: " + ", ".join(f"{n} {v:.1f}" for n, v in rates.items())
+            + f" examples/s, ratio {rates['mtl_trainer'] / rates['single_trainers']:.3f}")
+
+    records = interleave({"mtl_trainer": run_mtl, "single_trainers": run_singles}, args.warmup_rounds, args.rounds,
+                         report)
+    tmp.cleanup()
+
+    out: dict[str, Any] = {"rows": {t: len(d) for t, d in mtl_data.items()}, "contenders": {}}
+    for name, rounds in records.items():
+        out["contenders"][name] = {"examples_per_s": summarize([r["examples"] / r["seconds"] for r in rounds]),
+                                   "examples_per_round": rounds[0]["examples"], "steps_per_round": rounds[0]["steps"]}
+    out["single_by_task"] = {t: summarize([r[f"{t}_examples"] / r[f"{t}_seconds"] for r in records["single_trainers"]])
+                             for t in specs}
+    med = {name: c["examples_per_s"]["median"] for name, c in out["contenders"].items()}
+    out["ratio"] = round(med["mtl_trainer"] / med["single_trainers"], 3)
+    out["per_round_ratios"] = [round((a["examples"] / a["seconds"]) / (b["examples"] / b["seconds"]), 3)
+                               for a, b in zip(records["mtl_trainer"], records["single_trainers"])]
+    out["first_per_round"] = first_per_round
+    out["mean_subtokens"] = {t: round(sum(len(ids) for ids in d["input_ids"]) / len(d), 1)
+                             for t, d in mtl_data.items()}
+    return out
+
+
+def main_five_training(args: argparse.Namespace) -> None:
+    """``--five_training``: only the five-task measurement, into ``speed_five.json`` and its docs subsection."""
+    setup_torch(NUM_THREADS)
+    results: dict[str, Any] = {
+        "machine": machine_info(), "quick": args.quick,
+        "config": {"rows_per_task": args.five_rows_per_task, "batch_size": args.batch_size,
+                   "learning_rate": FIVE_HPARAMS["learning_rate"], "max_seq_length": HPARAMS["max_seq_length"],
+                   "rounds": args.rounds, "warmup_rounds": args.warmup_rounds, "num_threads": NUM_THREADS}}
+    log(f"five-task training; machine: {results['machine']['cpu']}, {results['machine']['cores']} cores; "
+        f"config: {results['config']}")
+    start = time.perf_counter()
+    results.update(bench_five_training(args))
+    results["total_seconds"] = round(time.perf_counter() - start, 1)
+    out_path = args.output_dir / SPEED_FIVE_JSON
+    write_json(out_path, results)
+    log(f"ratio of medians (a) / (b): {results['ratio']}; per round {results['per_round_ratios']}")
+    log(f"wrote {out_path} ({results['total_seconds'] / 60:.1f} min)")
+    if not args.no_docs:
+        written = render_docs(args.output_dir)
+        log("updated " + " and ".join(str(path.relative_to(ROOT)) for path in written))
+
+
+# ---------------------------------------------------------------------------------------------------------------------
 # Main
 # ---------------------------------------------------------------------------------------------------------------------
 
@@ -429,9 +578,15 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--output_dir", type=Path, default=None,
                         help="Where speed.json goes; a trained multi-task model found in <output_dir>/mtl_model (from "
                              "quality.py) is used for the inference test (default bench/results).")
-    parser.add_argument("--batch_size", type=int, default=HPARAMS["per_device_train_batch_size"])
+    parser.add_argument("--batch_size", type=int, default=None,
+                        help=f"Default {HPARAMS['per_device_train_batch_size']}; with --five_training "
+                             f"{FIVE_HPARAMS['per_device_train_batch_size']}, as in quality.py --suite five.")
     parser.add_argument("--train_rows_per_task", type=int, default=256,
                         help="Rows per task in the training sample (one round = one epoch over both).")
+    parser.add_argument("--five_training", action="store_true",
+                        help="Only the five-task training throughput (speed_five.json and its docs subsection).")
+    parser.add_argument("--five_rows_per_task", type=int, default=FIVE_ROWS_PER_TASK,
+                        help="--five_training: rows per task (one round = one epoch of each contender over them).")
     parser.add_argument("--original_examples_per_round", type=int, default=64)
     parser.add_argument("--rounds", type=int, default=5, help="Timed rounds per section.")
     parser.add_argument("--warmup_rounds", type=int, default=1)
@@ -445,6 +600,7 @@ def parse_args() -> argparse.Namespace:
     if args.quick:
         args.output_dir = args.output_dir or DEFAULT_OUTPUT_DIR / "quick"
         args.train_rows_per_task = 64
+        args.five_rows_per_task = 32
         args.original_examples_per_round = 8
         args.rounds = 2
         args.inference_texts = 64
@@ -452,11 +608,16 @@ def parse_args() -> argparse.Namespace:
         args.data_prep_repetitions = 1
         args.no_docs = True
     args.output_dir = args.output_dir or DEFAULT_OUTPUT_DIR
+    if args.batch_size is None:
+        args.batch_size = (FIVE_HPARAMS if args.five_training else HPARAMS)["per_device_train_batch_size"]
     return args
 
 
 def main() -> None:
     args = parse_args()
+    if args.five_training:
+        main_five_training(args)
+        return
     setup_torch(NUM_THREADS)
     results: dict[str, Any] = {"machine": machine_info(), "quick": args.quick,
                                "config": {"batch_size": args.batch_size, "train_rows_per_task": args.train_rows_per_task,

@@ -95,3 +95,66 @@ def test_five_section_is_spliced_into_an_existing_page(tmp_path):
     assert "| CoNLL-2003 NER | **f1** |" in text and "**missed**" in text and "outside the noise" in text
     common.render_docs(results_dir, page, png)  # a rerun replaces the section, it does not add a second one
     assert page.read_text() == text
+
+
+def _speed_five() -> dict:
+    """A ``speed.py --five_training`` result: (a) at 40, (b) at 42 examples/s over three timed rounds."""
+    machine = {"cpu": "test CPU", "cores": 2, "memory_gib": 8, "torch_threads": 2, "python": "3", "torch": "2",
+               "transformers": "5", "datasets": "4", "accelerate": "1", "date": "today"}
+    rates = {"median": 40.0, "min": 39.0, "max": 41.0, "rounds": [39.0, 40.0, 41.0]}
+    return {"machine": machine, "quick": False, "total_seconds": 600.0,
+            "config": {"rows_per_task": 160, "batch_size": 16, "learning_rate": 1e-4, "max_seq_length": 128,
+                       "rounds": 3, "warmup_rounds": 1, "num_threads": 2},
+            "rows": {t: 160 for t in SCORES},
+            "contenders": {"mtl_trainer": {"examples_per_s": rates, "examples_per_round": 800, "steps_per_round": 50},
+                           "single_trainers": {"examples_per_s": dict(rates, median=42.0), "examples_per_round": 800,
+                                               "steps_per_round": 50}},
+            "single_by_task": {t: rates for t in SCORES}, "ratio": 0.952,
+            "per_round_ratios": [0.95, 0.96, 0.94], "first_per_round": ["single_trainers", "mtl_trainer",
+                                                                        "single_trainers"],
+            "mean_subtokens": {t: 20.0 for t in SCORES}}
+
+
+def test_speed_five_subsection_is_spliced_into_the_speed_section(tmp_path):
+    results_dir = tmp_path / "results"
+    results_dir.mkdir()
+    (results_dir / common.SPEED_FIVE_JSON).write_text(json.dumps(_speed_five()))
+    page = tmp_path / "benchmarks.md"
+    png = tmp_path / "benchmarks.png"
+    page.write_text("# Benchmarks\n\n## Quality\n\nold quality\n\n## Speed\n\nintro\n\n### Training throughput\n\n"
+                    "```bash\n# not a heading\n```\n\nold training\n\n### Inference\n\nold inference\n\n"
+                    "## Method notes\n\n- x\n")
+    png.write_bytes(b"old plot")
+    common.render_docs(results_dir, page, png)
+    text = page.read_text()
+    assert (text.index("old training") < text.index(common.SPEED_FIVE_HEADING) < text.index("### Inference")
+            < text.index("## Method notes"))
+    assert "old quality" in text and "old inference" in text and png.read_bytes() == b"old plot"
+    assert "| **40.0** [39.0-41.0] | 1 |" in text and "| **42.0** [39.0-41.0] | **0.952** |" in text
+    assert "0.952x, **met**" in text and "0.960 (a first)" in text and "1 of 3 below 0.95x" in text
+    common.render_docs(results_dir, page, png)  # a rerun replaces the subsection, it does not add a second one
+    assert page.read_text() == text
+
+
+def test_speed_five_subsection_brings_its_speed_section(tmp_path):
+    page = tmp_path / "benchmarks.md"
+    page.write_text("# Benchmarks\n\n## Quality\n\nold quality\n\n## Method notes\n\n- x\n")
+    common.splice_speed_five_section(page, dict(_speed_five(), ratio=0.9))
+    text = page.read_text()
+    assert text.index("old quality") < text.index("## Speed\n\n" + common.SPEED_FIVE_HEADING) < text.index(
+        "## Method notes")
+    assert "0.900x, **missed**" in text
+
+
+def test_training_loop_timer_restarts_with_each_train_call(monkeypatch):
+    clock = iter([0.0, 1.0, 10.0, 12.0])  # epoch begin and last step end of two train() calls: 1 s, then 2 s
+    monkeypatch.setattr(common.time, "perf_counter", lambda: next(clock))
+    timer = common.TrainingLoopTimer()
+    seconds = []
+    for _ in range(2):  # speed.py calls train() on the same Trainer once per round
+        timer.on_train_begin(None, None, None)
+        timer.on_epoch_begin(None, None, None)
+        timer.on_step_end(None, None, None)
+        timer.on_epoch_end(None, None, None)
+        seconds.append(timer.seconds)
+    assert seconds == [1.0, 2.0]
