@@ -631,7 +631,7 @@ def _resolve_label_list(
     """The task's labels, and whether they were derived from the data (rather than given or named by ClassLabel).
 
     ``class_names(feature)``: the label names a column's feature declares; ``labels_of(value)``: the labels in one
-    row's label value (one label, a tag per word, a set of labels).
+    row's label value (one label, a tag per word, a set of labels), raising ``_LabelError`` for a malformed value.
     """
     if spec.labels:
         return list(spec.labels), False
@@ -654,7 +654,11 @@ def _resolve_label_list(
     rows = _rows_of(spec, raw, "train")
     seen: set[str] = set()
     for row, value in enumerate(values):
-        for tag in labels_of(value):
+        try:
+            tags = labels_of(value)
+        except _LabelError as err:
+            raise rows.error(row, column, str(err)) from None
+        for tag in tags:
             # Anything but strings and numbers (missing or malformed labels) is reported by preprocess_task.
             if _is_number(tag):
                 raise rows.error(

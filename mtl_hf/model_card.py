@@ -11,6 +11,7 @@ the second needs mtl_hf.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -142,7 +143,8 @@ class MultiTaskModelCardData:
         blocks = []
         if single:
             blocks.append(f"""words = {json.dumps(EXAMPLE_TEXT.replace(".", " ."))}.split()  # one sentence, split into words as in training
-inputs = tokenizer([words], is_split_into_words=True, truncation=True, return_tensors="pt")
+inputs = tokenizer([words], is_split_into_words=True, truncation=True, max_length=model.config.max_seq_length,
+                   return_tensors="pt")  # cut where training cut
 with torch.no_grad():
     logits = model.forward_tasks(**inputs, tasks={json.dumps([task.name for task in single])})  # one encoder pass
 first_piece = {{}}  # word -> position of its first sub-token, which carries the word's tag
@@ -153,7 +155,8 @@ for position, word in enumerate(inputs.word_ids(0)):
         if pairs:
             first, second = (text.replace(".", " .").split() for text in EXAMPLE_PAIR)
             blocks.append(f"""words, pair_words = {json.dumps(first)}, {json.dumps(second)}  # a text pair, as words
-inputs = tokenizer([words], [pair_words], is_split_into_words=True, truncation=True, return_tensors="pt")
+inputs = tokenizer([words], [pair_words], is_split_into_words=True, truncation=True,
+                   max_length=model.config.max_seq_length, return_tensors="pt")
 with torch.no_grad():
     logits = model.forward_tasks(**inputs, tasks={json.dumps([task.name for task in pairs])})
 {self._snippet_lines(pairs)}""")
@@ -197,12 +200,20 @@ pipe = MultiTaskPipeline.from_pretrained({json.dumps(self.model_id)})
             lines.append(f"print(task.name, {get_task_type(task).snippet(task)})")
         return "\n".join(lines)
 
+    @staticmethod
+    def _main_metric_words(task: TaskSpec) -> str:
+        """What the main metric measures; one the task file chose is named as such, next to the type's default."""
+        if task.main_metric is None:
+            return scoring(task)
+        default = dataclasses.replace(task, main_metric=None)
+        return f"chosen in the task file instead of the type's `{main_metric(default)}` ({scoring(default)})"
+
     def render(self) -> str:
         if self.base_model_is_on_hub:
             base = f"[{self.base_model}](https://huggingface.co/{self.base_model})"
         else:
             base = f"the local checkpoint `{Path(self.base_model).name}`" if self.base_model else "a transformer"
-        main_metrics = "\n".join(f"- {t.name}: `{main_metric(t)}`, {scoring(t)}" for t in self.tasks)
+        main_metrics = "\n".join(f"- {t.name}: `{main_metric(t)}`, {self._main_metric_words(t)}" for t in self.tasks)
         hyper = "\n".join(f"- {key}: {value}" for key, value in self.hyperparameters.items())
         curves = "\n![Training curves](training_curves.png)\n" if self.has_training_curves else ""
         return f"""{self._metadata()}

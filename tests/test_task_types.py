@@ -674,3 +674,27 @@ def test_two_processes_train_and_evaluate_the_new_types_like_one_process(tmp_pat
         gold = [[int(t in labels) for t in TOPICS] for labels in dev["topics"]["labels"]]
         hot = [[int(t in labels) for t in TOPICS] for labels in predicted["topics"]]
         assert metrics["eval_topics_micro_f1"] == pytest.approx(f1_score(gold, hot, average="micro", zero_division=0))
+
+
+def test_multilabel_labels_written_as_a_list_string_are_refused(bert_tokenizer, tmp_path: Path) -> None:
+    """A list saved into a text cell ('["sport", "tech"]') split at "," would become label names such as '["sport"'."""
+    (tmp_path / "all.jsonl").write_text("".join(json.dumps({"text": "t", "labels": '["sport", "tech"]'}) + "\n"
+                                                for _ in range(2)))
+    spec = TaskSpec(name="tags", type="multilabel", train_file=str(tmp_path / "all.jsonl"))
+    with pytest.raises(ValueError, match=r"Task 'tags', split 'train', row 0 \(.*all.jsonl, line 1\), column "
+                                         r"'labels': the labels '\[\"sport\", \"tech\"\]' are a list written as a "
+                                         "string; give a JSON list"):
+        resolve_labels(spec, load_raw_datasets(spec))
+    spec = TaskSpec(name="tags", type="multilabel", labels=["sport", "tech"], train_file=str(tmp_path / "all.jsonl"))
+    with pytest.raises(ValueError, match=r"row 0 .*are a list written as a string"):
+        preprocess_task(spec, load_raw_datasets(spec), bert_tokenizer, max_seq_length=16)
+
+
+def test_the_card_says_which_main_metric_the_task_file_chose() -> None:
+    from mtl_hf.model_card import MultiTaskModelCardData
+
+    tasks = [TaskSpec(name="sim", type="regression", main_metric="spearmanr"), TaskSpec(name="score", type="regression")]
+    card = MultiTaskModelCardData(title="t", model_id="m", base_model=None, tasks=tasks).render()
+    assert ("- sim: `spearmanr`, chosen in the task file instead of the type's `pearson` (Pearson's correlation"
+            in card)
+    assert "- score: `pearson`, Pearson's correlation of the predicted with the true scores" in card

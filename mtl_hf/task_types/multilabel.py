@@ -44,8 +44,15 @@ class MultiLabelTaskType(SequenceTaskType):
         return list(feature.names) if isinstance(feature, datasets.ClassLabel) else None
 
     def _names(self, spec: TaskSpec, value: Any) -> list[Any]:
-        """A row's labels as a list: a delimiter-separated string is split (blank parts dropped)."""
+        """A row's labels as a list: a delimiter-separated string is split (blank parts dropped). A string written
+        like a list (``'["a", "b"]'``, as a JSON or pandas list saved into a text cell) is refused: split at the
+        delimiter it would give label names such as ``["a"``."""
         if isinstance(value, str):
+            if value.strip().startswith("[") and value.strip().endswith("]"):
+                raise _LabelError(
+                    f"the labels {value!r} are a list written as a string; give a JSON list, or the names separated "
+                    f"by the task's label_delimiter ({spec.label_delimiter!r})"
+                )
             return [part.strip() for part in value.split(spec.label_delimiter) if part.strip()]
         return value
 
