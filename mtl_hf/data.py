@@ -989,6 +989,40 @@ class _Rows:
         return ValueError(f"{where}: {problem}")
 
 
+def map_split(
+    context: SplitContext,
+    dataset: datasets.Dataset,
+    encode: Callable[..., dict[str, list]],
+    fn_kwargs: dict[str, Any],
+    columns: dict[str, Any],
+    label_feature: Any,
+) -> tuple[datasets.Dataset, int]:
+    """Run a task type's batched ``encode(batch, indices, **fn_kwargs)`` over one split with cached
+    ``Dataset.map``, and count the rows truncation cut.
+
+    The output schema is fixed up front (so that a batch whose rows were all skipped still fits): the tokenizer's
+    model inputs, ``task``, the type's own ``columns``, ``labels`` as ``label_feature`` where the split is labelled,
+    and the ``_truncated`` flag every ``encode`` sets per row, which is counted and dropped here.
+    """
+    ids = datasets.List(datasets.Value("int64"))
+    features = {name: ids for name in context.tokenizer.model_input_names}
+    features.update({TASK_COLUMN: datasets.Value("string"), _TRUNCATED_COLUMN: datasets.Value("bool"), **columns})
+    if context.label_column is not None:
+        features["labels"] = label_feature
+    encoded = dataset.map(
+        encode,
+        batched=True,
+        with_indices=True,
+        fn_kwargs=fn_kwargs,
+        remove_columns=dataset.column_names,
+        features=datasets.Features(features),
+        num_proc=context.num_proc,
+        load_from_cache_file=context.load_from_cache_file,
+        desc=f"Tokenizing {context.spec.name}/{context.split}",
+    )
+    return encoded.remove_columns(_TRUNCATED_COLUMN), sum(encoded[_TRUNCATED_COLUMN])
+
+
 class TaskDatasetDict(datasets.DatasetDict):
     """The tokenized splits of one task, plus what preprocessing had to cut or leave out.
 

@@ -132,13 +132,8 @@ TOPIC_SET = TaskSpec(name="topics", type="multilabel", labels=sorted(TOPIC_WORDS
 def tokenized_types(tokenizer: transformers.PreTrainedTokenizerBase, n: int, seed: int = 0,
                     split: str = "train") -> dict[str, datasets.Dataset]:
     """`{task: tokenized split}` of a pair classification, a regression and a multilabel task, with `ROW_ID`s."""
-    out = {}
-    for spec, rows in ((SAME, pair_rows(n, seed)), (MOOD, sentiment_rows(n, seed + 1)),
-                       (TOPIC_SET, topic_set_rows(n, seed + 2))):
-        raw = datasets.DatasetDict({split: datasets.Dataset.from_dict(rows)})
-        dataset = preprocess_task(spec, raw, tokenizer, max_seq_length=32)[split]
-        out[spec.name] = dataset.add_column(ROW_ID, list(range(len(dataset))))
-    return out
+    return _tokenize_tasks(tokenizer, ((SAME, pair_rows(n, seed)), (MOOD, sentiment_rows(n, seed + 1)),
+                                       (TOPIC_SET, topic_set_rows(n, seed + 2))), split)
 
 
 def write_task_files(data: Path) -> None:
@@ -160,8 +155,14 @@ def tokenized(
     tokenizer: transformers.PreTrainedTokenizerBase, n: int, seed: int = 0, split: str = "train"
 ) -> dict[str, datasets.Dataset]:
     """`{task: tokenized split}` with n examples per task, each with its `ROW_ID`."""
+    return _tokenize_tasks(tokenizer, ((TOPIC, topic_rows(n, seed)), (NER, ner_rows(n, seed + 1))), split)
+
+
+def _tokenize_tasks(tokenizer: transformers.PreTrainedTokenizerBase, tasks: tuple[tuple[TaskSpec, dict], ...],
+                    split: str) -> dict[str, datasets.Dataset]:
+    """Each `(spec, rows)` as one tokenized split, every row carrying its `ROW_ID`."""
     out = {}
-    for spec, rows in ((TOPIC, topic_rows(n, seed)), (NER, ner_rows(n, seed + 1))):
+    for spec, rows in tasks:
         raw = datasets.DatasetDict({split: datasets.Dataset.from_dict(rows)})
         dataset = preprocess_task(spec, raw, tokenizer, max_seq_length=32)[split]
         out[spec.name] = dataset.add_column(ROW_ID, list(range(len(dataset))))

@@ -17,7 +17,7 @@ import torch
 from transformers import PreTrainedTokenizerBase
 
 from ..configuration_multitask import TaskSpec
-from ..data import _TRUNCATED_COLUMN, TASK_COLUMN, _LabelError, _Rows
+from ..data import _TRUNCATED_COLUMN, TASK_COLUMN, _LabelError, _Rows, map_split
 from ..tokenization import encode_text_pairs, encode_texts
 from .base import PipelineState, SplitContext, SplitEncoding, TaskType
 
@@ -45,16 +45,11 @@ class SequenceTaskType(TaskType):
     def encode_split(self, context: SplitContext, dataset: datasets.Dataset) -> SplitEncoding:
         spec, label_column = context.spec, context.label_column
         class_names = self.class_names(dataset.features[label_column]) if label_column else None
-        features = {name: datasets.List(datasets.Value("int64")) for name in context.tokenizer.model_input_names}
-        features[TASK_COLUMN] = datasets.Value("string")
-        features[_TRUNCATED_COLUMN] = datasets.Value("bool")
-        if label_column is not None:
-            features["labels"] = self.label_feature(spec)
-        encoded = dataset.map(
+        encoded, truncated = map_split(
+            context,
+            dataset,
             _encode_rows,
-            batched=True,
-            with_indices=True,
-            fn_kwargs={
+            {
                 "tokenizer": context.tokenizer,
                 "rows": context.rows,
                 "text_columns": self.input_columns(spec),
@@ -63,14 +58,9 @@ class SequenceTaskType(TaskType):
                 "max_length": context.max_length,
                 "skip_empty": context.split == "train",
             },
-            remove_columns=dataset.column_names,
-            features=datasets.Features(features),
-            num_proc=context.num_proc,
-            load_from_cache_file=context.load_from_cache_file,
-            desc=f"Tokenizing {spec.name}/{context.split}",
+            columns={},
+            label_feature=self.label_feature(spec),
         )
-        truncated = sum(encoded[_TRUNCATED_COLUMN])
-        encoded = encoded.remove_columns(_TRUNCATED_COLUMN)
         what = "text pairs" if spec.takes_pairs else "texts"
         if truncated:
             logger.warning(

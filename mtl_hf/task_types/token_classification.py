@@ -31,6 +31,7 @@ from ..data import (
     _label_id,
     _LabelError,
     _resolve_label_list,
+    map_split,
     _Rows,
     _to_iob2,
     _with_tag_scheme,
@@ -73,19 +74,12 @@ class TokenClassificationTaskType(TaskType):
     def encode_split(self, context: SplitContext, dataset: datasets.Dataset) -> SplitEncoding:
         spec, split, label_column = context.spec, context.split, context.label_column
         ids = datasets.List(datasets.Value("int64"))
-        features = {name: ids for name in context.tokenizer.model_input_names}
-        features.update({
-            TASK_COLUMN: datasets.Value("string"), _TRUNCATED_COLUMN: datasets.Value("bool"), WORD_IDS_COLUMN: ids,
-            NUM_WORDS_COLUMN: datasets.Value("int64"), _CONVERTED_COLUMN: datasets.Value("int64"),
-        })
-        if label_column is not None:
-            features["labels"] = ids
         use_continuation = context.label_all_tokens and split == "train"
-        encoded = dataset.map(
+        encoded, truncated = map_split(
+            context,
+            dataset,
             _encode_ner,
-            batched=True,
-            with_indices=True,
-            fn_kwargs={
+            {
                 "tokenizer": context.tokenizer,
                 "rows": context.rows,
                 "text_column": spec.text_column_name,
@@ -96,13 +90,10 @@ class TokenClassificationTaskType(TaskType):
                 "continuation": continuation_label_ids(spec.labels) if use_continuation else None,
                 "iob2": _iob2_begin_ids(spec.labels) if spec.tag_scheme in (None, "IOB2") else None,
             },
-            remove_columns=dataset.column_names,
-            features=datasets.Features(features),
-            num_proc=context.num_proc,
-            load_from_cache_file=context.load_from_cache_file,
-            desc=f"Tokenizing {spec.name}/{split}",
+            columns={WORD_IDS_COLUMN: ids, NUM_WORDS_COLUMN: datasets.Value("int64"),
+                     _CONVERTED_COLUMN: datasets.Value("int64")},
+            label_feature=ids,
         )
-        truncated = sum(encoded[_TRUNCATED_COLUMN])
         if truncated:
             logger.warning(
                 "task %r, split %r: %d of %d sentences truncated to max_seq_length=%d "
@@ -116,7 +107,7 @@ class TokenClassificationTaskType(TaskType):
                 "(an I- tag that starts an entity)",
                 spec.name, split, converted, sum(encoded[NUM_WORDS_COLUMN]),
             )
-        return SplitEncoding(encoded.remove_columns([_TRUNCATED_COLUMN, _CONVERTED_COLUMN]), truncated)
+        return SplitEncoding(encoded.remove_columns(_CONVERTED_COLUMN), truncated)
 
     # ---- metrics --------------------------------------------------------------------------------------------------
 
