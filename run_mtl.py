@@ -14,8 +14,8 @@ run_ner.py does (`--log_level` overrides it), other processes at `--log_level_re
 
 Outputs in `output_dir`: the model (config with the tasks, labels and the loss weights trained with, safetensors
 weights, tokenizer, remote code), `all_results.json` plus `train_results.json` / `eval_results.json` /
-`predict_results.json`, one prediction file per task (`predict_results_<task>.txt`), the model card `README.md` and
-`training_curves.png`.
+`predict_results.json`, one prediction file per task (`predict_results_<task>.txt`; `.json` for extractive QA), the
+model card `README.md` and `training_curves.png`.
 
 An `output_dir` that already holds a run is never trained over silently:
 - a checkpoint of an unfinished run is resumed (said at WARNING), provided its tasks are those of the task file;
@@ -81,7 +81,10 @@ DEMO_TASK_FILE = resources.files("mtl_hf") / "demo_data" / "tasks.yaml"
 RESULT_FILES = ("all_results.json", "train_results.json", "eval_results.json", "predict_results.json",
                 "trainer_state.json", "training_curves.png")
 # A continued task's head settings that the task file may change; every other model field defines the trained head.
-ADJUSTABLE_FIELDS = ("weight", "dropout", "threshold", "main_metric")
+ADJUSTABLE_FIELDS = (
+    "weight", "dropout", "threshold", "main_metric", "doc_stride", "max_answer_length", "n_best_size",
+    "null_score_diff_threshold",
+)
 
 
 class UsageError(Exception):
@@ -545,7 +548,8 @@ def continue_trained_tasks(config: AutoConfig, specs: list[TaskSpec], given: dic
     The head's output ids are fixed, so its labels keep their trained order (a task file listing them in another
     order is mapped to it); a different label set, task type, pooling or tag scheme, or a switch between single texts
     and pairs, would change what the trained head means and is refused. `weight`, `dropout`, `threshold`,
-    `main_metric` and the pair's column name do not change the head's meaning: those the task file sets replace the
+    `main_metric`, extractive QA's `doc_stride`, `max_answer_length`, `n_best_size` and `null_score_diff_threshold`,
+    and the pair's column name do not change the head's meaning: those the task file sets replace the
     trained values. Fields the task file leaves out are the trained model's.
     """
     if not is_trained_model(config):
@@ -684,7 +688,7 @@ def earlier_run(output_dir: Path) -> list[Path]:
         return []
     found = checkpoint_folders(output_dir)
     found += [output_dir / name for name in RESULT_FILES if (output_dir / name).is_file()]
-    return found + sorted(output_dir.glob("predict_results_*.txt"))
+    return found + sorted([*output_dir.glob("predict_results_*.txt"), *output_dir.glob("predict_results_*.json")])
 
 
 @dataclass
@@ -795,13 +799,16 @@ def start_afresh(training_args: MultiTaskTrainingArguments) -> None:
                            ", ".join(path.name for path in found), training_args.output_dir)
 
 
-def write_predictions(output_dir: Path, predictions: dict[str, list], specs: dict[str, TaskSpec]) -> None:
+def write_predictions(output_dir: Path, predictions: dict[str, list], specs: dict[str, TaskSpec],
+                      datasets_: dict[str, Any]) -> None:
     """`predict_results_<task>.txt` in the format of the task's type: `index<TAB>prediction` per example as
     run_glue.py writes it (multilabel: the labels joined by the task's delimiter), or one line of space-separated
-    tags per sentence (NER) as run_ner.py writes them."""
+    tags per sentence (NER) as run_ner.py writes them; extractive QA writes `predict_results_<task>.json`, `{id:
+    answer}` as run_qa.py does."""
     for task, values in predictions.items():
-        text = get_task_type(specs[task]).prediction_file(specs[task], values)
-        (output_dir / f"predict_results_{task}.txt").write_text(text, encoding="utf-8")
+        task_type = get_task_type(specs[task])
+        text = task_type.prediction_file(specs[task], values, datasets_[task])
+        (output_dir / f"predict_results_{task}{task_type.prediction_suffix}").write_text(text, encoding="utf-8")
 
 
 def check_metric_for_best_model(training_args: MultiTaskTrainingArguments, specs: list[TaskSpec]) -> None:
@@ -961,7 +968,7 @@ def run_phases(trainer: MultiTaskTrainer, training_args: MultiTaskTrainingArgume
         trainer.log_metrics("predict", metrics)
         trainer.save_metrics("predict", metrics)
         if trainer.is_world_process_zero():
-            write_predictions(Path(training_args.output_dir), output.predictions, spec_by_name)
+            write_predictions(Path(training_args.output_dir), output.predictions, spec_by_name, predict_dataset)
         all_metrics.update(metrics)
 
     base_model = model_args.model_name_or_path or "sentence-transformers/all-MiniLM-L6-v2"

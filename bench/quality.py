@@ -22,10 +22,18 @@ every gap is judged against its seed-to-seed spread. Single-task baselines: run_
 regression) and run_classification.py (multi-label) recipes with ``problem_type`` set. Results go to
 ``<output_dir>/quality_five.json`` and into their own section of ``docs/benchmarks.md``.
 
+``--suite qa`` (issue 12): (a) one ``MultiTaskModel`` on extractive QA (SQuAD v1.1 rows, scored on SQuADShifts
+new_wiki), CoNLL NER and BBC topics, against (b) a single-task ``AutoModelForQuestionAnswering`` trained with
+transformers' run_qa.py recipe on the same QA rows, once per seed; SQuAD exact match / F1 of both, NER F1 and topic
+accuracy of (a). Results go to ``<output_dir>/quality_qa.json`` and into their own section of ``docs/benchmarks.md``
+(spliced in; the rest of the page is left as it is).
+
     python bench/fetch_data.py && python bench/quality.py            # ~40 min on 2 CPU cores
     python bench/quality.py --quick                                  # smoke run, a few minutes
     python bench/fetch_data.py --all && python bench/quality.py --suite five          # ~45 min on 2 CPU cores
     python bench/quality.py --suite five --quick                     # smoke run, a few minutes
+    python bench/quality.py --suite qa                               # issue 12's QA suite (see below)
+    python bench/quality.py --suite qa --quick                       # smoke run
 """
 
 from __future__ import annotations
@@ -41,6 +49,12 @@ from typing import Any
 import common  # noqa: F401  (puts the repository root on sys.path)
 from common import (
     DEFAULT_OUTPUT_DIR,
+    DOCS_MD,
+    QA_HEADING,
+    QA_MAX_SEQ_LENGTH,
+    QA_SETTINGS,
+    QA_TASK,
+    QUALITY_QA_JSON,
     ROOT,
     FIVE_TASKS,
     HPARAMS,
@@ -53,10 +67,12 @@ from common import (
     classification_scores,
     count_parameters,
     evaluate_five_targets,
+    evaluate_qa_target,
     first_subtoken_tags,
     head,
     load_corpora,
     load_five_corpora,
+    load_qa_corpora,
     machine_info,
     model_path,
     multilabel_scores,
@@ -65,13 +81,18 @@ from common import (
     original_ner_example,
     original_topic_example,
     positional_tags,
+    postprocess_qa_predictions,
     regression_scores,
     render_docs,
     run_classification_multi_label_preprocess_function,
     run_glue_preprocess_function,
     run_ner_tokenize_and_align_labels,
+    run_qa_prepare_train_features,
+    run_qa_prepare_validation_features,
     sample,
     setup_torch,
+    splice_qa_section,
+    squad_scores,
     write_json,
 )
 
@@ -79,6 +100,7 @@ import datasets
 import numpy as np
 import torch
 from transformers import (
+    AutoModelForQuestionAnswering,
     AutoModelForSequenceClassification,
     AutoModelForTokenClassification,
     DataCollatorForTokenClassification,
@@ -488,28 +510,161 @@ def main_five(args: argparse.Namespace) -> None:
 
 
 # ---------------------------------------------------------------------------------------------------------------------
+# The QA suite (issue 12): extractive QA (SQuAD) beside CoNLL NER and BBC topics, against a run_qa.py model
+# ---------------------------------------------------------------------------------------------------------------------
+
+# A budget that fits three seeds of both contenders on 2 CPU cores: QA rows are seeded random samples (the SQuAD
+# files are ordered by article, so the first rows would be a handful of articles), NER and topic rows the first ones,
+# as in the five-task suite. Hyper-parameters: the five-task suite's.
+QA_BUDGET: dict[str, Any] = {"qa_train_samples": 1000, "qa_test_samples": 500, "max_train_samples": 1000,
+                             "max_test_samples": 1000, "epochs": 2, "seeds": [0, 1, 2]}
+QA_QUICK: dict[str, Any] = {"qa_train_samples": 48, "qa_test_samples": 32, "max_train_samples": 32,
+                            "max_test_samples": 64, "epochs": 1, "seeds": [0]}
+# The seed of the QA samples: the same rows in every seed's runs (the seeds vary the training only).
+QA_SAMPLE_SEED = 42
+
+
+def train_single_qa(spec, raw_train: datasets.Dataset, raw_test: datasets.Dataset, tokenizer,
+                    cfg: dict[str, Any]) -> tuple[list[str], dict[str, Any]]:
+    """run_qa.py's recipe for one SQuAD v1 task: ``AutoModelForQuestionAnswering``, ``prepare_train_features`` /
+    ``prepare_validation_features`` (dynamic padding by ``DataCollatorWithPadding``), ``Trainer``, the start and end
+    logits of ``Trainer.predict`` post-processed by utils_qa.py's ``postprocess_qa_predictions``. Returns one answer
+    text per test row (in order) and the run's cost."""
+    max_len = min(cfg["qa_max_seq_length"], tokenizer.model_max_length)
+    columns = {"question_column_name": spec.question_column_name, "context_column_name": spec.context_column_name}
+    train_fn = run_qa_prepare_train_features(tokenizer, max_len, cfg["doc_stride"],
+                                             answer_column_name=spec.answers_column_name, **columns)
+    test_fn = run_qa_prepare_validation_features(tokenizer, max_len, cfg["doc_stride"], **columns)
+    train_ds = raw_train.map(train_fn, batched=True, remove_columns=raw_train.column_names,
+                             desc="Running tokenizer on train dataset")
+    test_features = raw_test.map(test_fn, batched=True, remove_columns=raw_test.column_names,
+                                 desc="Running tokenizer on prediction dataset")
+    set_seed(cfg["seed"])
+    model = AutoModelForQuestionAnswering.from_pretrained(model_path())
+    (start_logits, end_logits), cost = _train_and_predict(
+        model, train_ds, test_features.remove_columns(["example_id", "offset_mapping"]),
+        DataCollatorWithPadding(tokenizer), tokenizer, cfg)
+    answers = postprocess_qa_predictions(raw_test, test_features, (start_logits, end_logits),
+                                         n_best_size=cfg["n_best_size"], max_answer_length=cfg["max_answer_length"])
+    cost["train_windows"] = len(train_ds)
+    cost["test_windows"] = len(test_features)
+    return [answers[example_id] for example_id in raw_test["id"]], cost
+
+
+def score_qa_suite(specs: dict[str, Any], predictions: dict[str, list[Any]],
+                   raw_test: dict[str, datasets.Dataset]) -> dict[str, dict[str, float]]:
+    """Each task of ``predictions`` scored by bench/common.py's functions against the raw test rows: SQuAD EM / F1,
+    seqeval on words, accuracy and macro-F1."""
+    scores: dict[str, dict[str, float]] = {}
+    for name, predicted in predictions.items():
+        spec = specs[name]
+        if spec.type == "extractive_qa":
+            scores[name] = squad_scores(list(predicted), raw_test[name])
+        elif spec.type == "ner":
+            scores[name] = ner_scores(predicted, list(raw_test[name][spec.label_column_name]))
+        else:
+            scores[name] = classification_scores(predicted, list(raw_test[name][spec.label_column_name]))
+    return scores
+
+
+def main_qa(args: argparse.Namespace) -> None:
+    """``--suite qa``: (a) one MultiTaskModel on QA + NER + topics and (b) the run_qa.py single-task QA model, once per
+    seed (alternating which goes first), writing ``<output_dir>/quality_qa.json`` after every run and, unless
+    ``--quick`` / ``--no_docs``, splicing its section into ``docs/benchmarks.md``."""
+    setup_torch()
+    cfg = dict(HPARAMS, **FIVE_HPARAMS, num_train_epochs=args.epochs, max_train_samples=args.max_train_samples,
+               max_test_samples=args.max_test_samples, qa_train_samples=args.qa_train_samples,
+               qa_test_samples=args.qa_test_samples, qa_max_seq_length=QA_MAX_SEQ_LENGTH, **QA_SETTINGS,
+               qa_sample_seed=QA_SAMPLE_SEED, seeds=args.seeds)
+    cfg.pop("seed")
+    out_path = args.output_dir / QUALITY_QA_JSON
+    results: dict[str, Any] = {"suite": "qa", "machine": machine_info(), "config": cfg, "quick": args.quick}
+    log(f"QA suite; machine: {results['machine']['cpu']}, {results['machine']['cores']} cores; config: {cfg}")
+
+    specs, raws = load_qa_corpora(args.output_dir)
+    tokenizer = load_tokenizer(model_path())
+    raw_train, raw_test = {}, {}
+    for name in specs:
+        if name == QA_TASK:
+            raw_train[name] = sample(raws[name]["train"], args.qa_train_samples, seed=QA_SAMPLE_SEED)
+            raw_test[name] = sample(raws[name]["test"], args.qa_test_samples, seed=QA_SAMPLE_SEED)
+        else:
+            raw_train[name] = head(raws[name]["train"], args.max_train_samples)
+            raw_test[name] = head(raws[name]["test"], args.max_test_samples)
+    lengths = {name: cfg["qa_max_seq_length"] if name == QA_TASK else cfg["max_seq_length"] for name in specs}
+    mtl_data = {name: preprocess_task(specs[name], datasets.DatasetDict(train=raw_train[name], test=raw_test[name]),
+                                      tokenizer, max_seq_length=lengths[name]) for name in specs}
+    mtl_train = {name: mtl_data[name]["train"] for name in specs}
+    mtl_test = {name: mtl_data[name]["test"] for name in specs}
+    results["train_rows"] = {name: len(d) for name, d in raw_train.items()}
+    results["test_rows"] = {name: len(d) for name, d in raw_test.items()}
+    results["qa_windows"] = {"train": len(mtl_train[QA_TASK]), "test": len(mtl_test[QA_TASK])}
+    results["task_types"] = {name: spec.type for name, spec in specs.items()}
+    results["runs"] = []
+    total_start = time.perf_counter()
+    for index, seed in enumerate(args.seeds):
+        run_cfg = dict(cfg, seed=seed)
+        order = ["mtl", "single"] if index % 2 == 0 else ["single", "mtl"]
+        run: dict[str, Any] = {"seed": seed, "order": order}
+        results["runs"].append(run)
+        for contender in order:
+            if contender == "mtl":
+                log(f"seed {seed}: (a) MultiTaskTrainer, QA + NER + topics")
+                predictions, cost = train_mtl(specs, mtl_train, mtl_test, raw_test, tokenizer, run_cfg)
+                run["mtl"] = {"models": 1, "scores": score_qa_suite(specs, predictions, raw_test), **cost}
+            else:
+                log(f"seed {seed}: (b) run_qa.py Trainer, QA only")
+                answers, cost = train_single_qa(specs[QA_TASK], raw_train[QA_TASK], raw_test[QA_TASK], tokenizer,
+                                                run_cfg)
+                run["single"] = {"models": 1, "scores": score_qa_suite(specs, {QA_TASK: answers}, raw_test), **cost}
+            res = run[contender]
+            line = ", ".join(f"{t} {k} {v}" for t, s in res["scores"].items() for k, v in s.items()
+                             if k in ("exact_match", "f1", "accuracy") and (t != "ner" or k == "f1"))
+            log(f"seed {seed} {contender}: {line}; train {res['train_seconds']:.0f} s")
+            write_json(out_path, results)
+    results["total_seconds"] = round(time.perf_counter() - total_start, 1)
+    write_json(out_path, results)
+    target = evaluate_qa_target(results)
+    if target is not None:
+        log(f"{target['target']}: {target['measured']} -> {'met' if target['met'] else 'MISSED'} ({target['noise']})")
+    log(f"wrote {out_path} ({results['total_seconds'] / 60:.1f} min)")
+    if not args.no_docs:
+        splice_qa_section(DOCS_MD, results)
+        log(f"updated {DOCS_MD.relative_to(ROOT)} (section {QA_HEADING!r} only)")
+
+
+# ---------------------------------------------------------------------------------------------------------------------
 # Main
 # ---------------------------------------------------------------------------------------------------------------------
 
 
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--suite", choices=("two", "five"), default="two",
+    parser.add_argument("--suite", choices=("two", "five", "qa"), default="two",
                         help="two: CoNLL + BBC against single-task Trainers and the original loop (quality.json); "
-                             "five: the five task types of issue 11 over several seeds (quality_five.json).")
+                             "five: the five task types of issue 11 over several seeds (quality_five.json); "
+                             "qa: extractive QA beside NER and topics against a run_qa.py model, issue 12 "
+                             "(quality_qa.json).")
     parser.add_argument("--output_dir", type=Path, default=None,
                         help="Where the JSON results (and, for --suite two, the multi-task model) go (default "
                              "bench/results, bench/results/quick with --quick).")
     parser.add_argument("--epochs", type=float, default=None,
-                        help=f"Default {HPARAMS['num_train_epochs']} (two), {FIVE_BUDGET['epochs']} (five).")
+                        help=f"Default {HPARAMS['num_train_epochs']} (two), {FIVE_BUDGET['epochs']} (five), "
+                             f"{QA_BUDGET['epochs']} (qa).")
     parser.add_argument("--max_train_samples", type=int, default=None,
                         help="Keep the first N train rows per task for (a) and (b) (default: all for two, "
-                             f"{FIVE_BUDGET['max_train_samples']} for five).")
+                             f"{FIVE_BUDGET['max_train_samples']} for five; NER and topics for qa).")
     parser.add_argument("--max_test_samples", type=int, default=None,
                         help=f"Score on the first N test rows per task (default: all for two, "
-                             f"{FIVE_BUDGET['max_test_samples']} for five).")
+                             f"{FIVE_BUDGET['max_test_samples']} for five; NER and topics for qa).")
     parser.add_argument("--seeds", type=int, nargs="+", default=None,
-                        help=f"--suite five: one run of each contender per seed (default {FIVE_BUDGET['seeds']}).")
+                        help=f"--suite five / qa: one run of each contender per seed (default {FIVE_BUDGET['seeds']}).")
+    parser.add_argument("--qa_train_samples", type=int, default=None,
+                        help=f"--suite qa: a seeded random sample of N SQuAD train questions (default "
+                             f"{QA_BUDGET['qa_train_samples']}).")
+    parser.add_argument("--qa_test_samples", type=int, default=None,
+                        help=f"--suite qa: a seeded random sample of N SQuADShifts test questions (default "
+                             f"{QA_BUDGET['qa_test_samples']}).")
     parser.add_argument("--original_samples", type=int, default=None,
                         help="--suite two: sample size per task for (c) and its like-for-like (a)/(b) runs "
                              "(default 500).")
@@ -519,19 +674,22 @@ def parse_args() -> argparse.Namespace:
                         help="Smoke run, docs untouched. two: 64 train rows per task, 16 for the original loop, "
                              f"1 epoch, 200 test rows. five: {FIVE_QUICK['max_train_samples']} train and "
                              f"{FIVE_QUICK['max_test_samples']} test rows per task, {FIVE_QUICK['epochs']} epoch, "
-                             f"seeds {FIVE_QUICK['seeds']}.")
+                             f"seeds {FIVE_QUICK['seeds']}. qa: {QA_QUICK['qa_train_samples']} / "
+                             f"{QA_QUICK['qa_test_samples']} QA and {QA_QUICK['max_train_samples']} / "
+                             f"{QA_QUICK['max_test_samples']} NER and topic train / test rows, "
+                             f"{QA_QUICK['epochs']} epoch, seeds {QA_QUICK['seeds']}.")
     parser.add_argument("--no_docs", action="store_true", help="Do not rewrite docs/benchmarks.md.")
     args = parser.parse_args()
     if args.quick:
         args.output_dir = args.output_dir or DEFAULT_OUTPUT_DIR / "quick"
         args.no_docs = True
-        quick = FIVE_QUICK if args.suite == "five" else {"epochs": 1, "max_train_samples": 64, "max_test_samples": 200,
-                                                         "original_samples": 16}
+        quick = {"five": FIVE_QUICK, "qa": QA_QUICK}.get(args.suite, {"epochs": 1, "max_train_samples": 64,
+                                                                      "max_test_samples": 200, "original_samples": 16})
         for key, value in quick.items():
             if getattr(args, key) is None:
                 setattr(args, key, value)
-    if args.suite == "five":
-        for key, value in FIVE_BUDGET.items():
+    if args.suite in ("five", "qa"):
+        for key, value in (FIVE_BUDGET if args.suite == "five" else QA_BUDGET).items():
             if getattr(args, key) is None:
                 setattr(args, key, value)
     args.output_dir = args.output_dir or DEFAULT_OUTPUT_DIR
@@ -543,6 +701,9 @@ def main() -> None:
     args = parse_args()
     if args.suite == "five":
         main_five(args)
+        return
+    if args.suite == "qa":
+        main_qa(args)
         return
     setup_torch()
     cfg = dict(HPARAMS)

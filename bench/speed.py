@@ -18,9 +18,16 @@ or ``--no_docs``, into ``docs/benchmarks.md`` / ``docs/benchmarks.png`` (togethe
 its five single-task Trainers over the same rows. Results go to ``<output_dir>/speed_five.json`` and into their own
 subsection of ``docs/benchmarks.md``.
 
+``--qa_pipeline`` measures issue 12's inference target: answers per second of ``MultiTaskPipeline`` on
+``{"question", "context"}`` dicts (one ``extractive_qa`` task) against run_qa.py's prediction path on a
+``BertForQuestionAnswering`` with the same weights (transformers 5 has no question-answering pipeline any more), on the
+same SQuADShifts test questions, and the share of questions both answer with the same span. Results go to
+``<output_dir>/speed_qa.json`` and into their own subsection of ``docs/benchmarks.md`` (spliced in).
+
     python bench/speed.py                    # ~10 min on 2 CPU cores
     python bench/speed.py --quick            # smoke run
     python bench/speed.py --five_training    # ~8 min on 2 CPU cores (needs `python bench/fetch_data.py --all`)
+    python bench/speed.py --qa_pipeline      # QA inference (issue 12; needs `python bench/fetch_data.py --all`)
 """
 
 from __future__ import annotations
@@ -35,17 +42,24 @@ from typing import Any
 import common  # noqa: F401  (puts the repository root on sys.path)
 from common import (
     DEFAULT_OUTPUT_DIR,
+    DOCS_MD,
     HPARAMS,
     NUM_THREADS,
+    QA_MAX_SEQ_LENGTH,
+    QA_SETTINGS,
+    QA_TASK,
     ROOT,
     SPEED_FIVE_JSON,
     SPEED_JSON,
+    SPEED_QA_HEADING,
+    SPEED_QA_JSON,
     EpochTimer,
     OriginalMultiTaskNet,
     TrainingLoopTimer,
     alternate,
     load_corpora,
     load_five_corpora,
+    load_qa_corpora,
     machine_info,
     model_path,
     original_ner_example,
@@ -55,8 +69,11 @@ from common import (
     run_classification_multi_label_preprocess_function,
     run_glue_preprocess_function,
     run_ner_tokenize_and_align_labels,
+    run_qa_answer,
+    run_qa_prepare_validation_features,
     sample,
     setup_torch,
+    splice_speed_qa_section,
     summarize,
     write_json,
 )
@@ -67,6 +84,7 @@ import torch
 from torch.utils.data import ConcatDataset
 from transformers import (
     AutoConfig,
+    AutoModelForQuestionAnswering,
     AutoModelForSequenceClassification,
     AutoModelForTokenClassification,
     DataCollatorForTokenClassification,
@@ -569,6 +587,155 @@ def main_five_training(args: argparse.Namespace) -> None:
 
 
 # ---------------------------------------------------------------------------------------------------------------------
+# 5. Question answering inference (--qa_pipeline)
+# ---------------------------------------------------------------------------------------------------------------------
+
+QA_QUESTIONS = 300
+QA_BATCH_SIZE = 32  # windows per forward pass, both contenders
+QA_BASELINE_LABEL = ("run_qa.py's prediction path on `BertForQuestionAnswering` (`prepare_validation_features`, "
+                     "batches padded by `DataCollatorWithPadding`, one forward pass each, utils_qa.py's "
+                     "`postprocess_qa_predictions`)")
+QA_BASELINE_NOTE = (
+    "The reference: the issue names transformers' `pipeline(\"question-answering\")`, but transformers 5 removed "
+    "that task (`pipeline(\"question-answering\", ...)` raises *The task question-answering has been removed from "
+    "transformers*), and mtl_hf requires transformers >= 5.24. What transformers 5 still ships for extractive QA is "
+    "the example script run_qa.py, so the reference is its prediction path, the same functions as the "
+    "single-task model of the QA quality section, run as the pipeline ran them: the questions' windows (question "
+    "first, `only_second` truncation, `stride=doc_stride`), forward passes in batches, the best start + end span "
+    "mapped back to the context's characters. It does what the removed pipeline did per call, except that it "
+    "tokenizes all questions in one batched tokenizer call (the pipeline tokenized them one at a time) and skips the "
+    "pipeline's softmax scores, so if anything it is the faster reference.")
+
+
+def qa_models(spec) -> tuple[MultiTaskModel, Any]:
+    """A ``MultiTaskModel`` with the one QA task (a fresh head, seeded) and a ``BertForQuestionAnswering`` with the
+    same weights: our encoder's state in ``.bert`` (which has no pooler), our head's ``Linear(hidden, 2)`` (output 0:
+    start logits, 1: end logits) in ``qa_outputs``. Both in eval mode; :func:`check_same_logits` checks them."""
+    set_seed(HPARAMS["seed"])
+    mtl_model = MultiTaskModel.from_encoder(model_path(), [spec]).eval()
+    qa_model = AutoModelForQuestionAnswering.from_pretrained(model_path()).eval()
+    missing, unexpected = qa_model.bert.load_state_dict(mtl_model.encoder.state_dict(), strict=False)
+    assert not missing, f"keys of BertForQuestionAnswering.bert not in the MultiTaskModel's encoder: {missing}"
+    assert all(key.startswith("pooler.") for key in unexpected), unexpected
+    qa_model.qa_outputs.load_state_dict(mtl_model.heads[spec.name].classifier.state_dict())
+    return mtl_model, qa_model
+
+
+def check_same_logits(mtl_model, qa_model, tokenizer, spec, questions: list[str], contexts: list[str],
+                      max_length: int) -> float:
+    """Start and end logits of both models on one padded batch (run_qa.py's pair encoding); they must agree within
+    1e-5. Returns the largest absolute difference."""
+    encoding = tokenizer([q.lstrip() for q in questions], contexts, truncation="only_second", max_length=max_length,
+                         padding=True, return_tensors="pt")
+    with torch.inference_mode():
+        ours = mtl_model(**encoding, task=spec.name).logits
+        theirs = qa_model(**encoding)
+    mask = encoding["attention_mask"].bool()
+    diff = max(float((ours[..., 0] - theirs.start_logits)[mask].abs().max()),
+               float((ours[..., 1] - theirs.end_logits)[mask].abs().max()))
+    assert diff <= 1e-5, f"start/end logits differ by {diff}: the weights were not copied right"
+    return diff
+
+
+def bench_qa_pipeline(args: argparse.Namespace) -> dict[str, Any]:
+    """Answers per second of ``MultiTaskPipeline`` on ``{"question", "context"}`` dicts against run_qa.py's prediction
+    path (see :data:`QA_BASELINE_NOTE`) on the same weights and questions, interleaved rounds; and the share of
+    questions where both give the same span."""
+    specs, raws = load_qa_corpora(args.output_dir, names=(QA_TASK,))
+    spec = specs[QA_TASK]
+    tokenizer = load_tokenizer(model_path())
+    rows = sample(raws[QA_TASK]["test"], args.qa_questions, seed=HPARAMS["seed"])
+    ids, questions, contexts = list(rows["id"]), list(rows["question"]), list(rows["context"])
+    bs, max_length = args.batch_size, QA_MAX_SEQ_LENGTH
+    mtl_model, qa_model = qa_models(spec)
+    diff = check_same_logits(mtl_model, qa_model, tokenizer, spec, questions[:bs], contexts[:bs], max_length)
+    log(f"same weights: start/end logits agree (largest difference {diff:.1e})")
+
+    pipe = MultiTaskPipeline(mtl_model, tokenizer, batch_size=bs, max_length=max_length)
+    inputs = [{"question": q, "context": c} for q, c in zip(questions, contexts)]
+    examples = {"id": ids, "question": questions, "context": contexts}
+    windows = len(run_qa_prepare_validation_features(tokenizer, max_length, spec.doc_stride)(dict(examples))
+                  ["input_ids"])
+    answers: dict[str, Any] = {}
+
+    def run_mtl() -> dict[str, float]:
+        start = time.perf_counter()
+        results = pipe(inputs)
+        seconds = time.perf_counter() - start
+        assert len(results) == len(inputs)
+        answers["mtl_pipeline"] = [result[spec.name] for result in results]
+        return {"seconds": seconds}
+
+    def run_baseline() -> dict[str, float]:
+        start = time.perf_counter()
+        spans = run_qa_answer(qa_model, tokenizer, examples, max_length, spec.doc_stride, bs,
+                              n_best_size=spec.n_best_size, max_answer_length=spec.max_answer_length)
+        seconds = time.perf_counter() - start
+        assert len(spans) == len(ids)
+        answers["baseline"] = [spans[example_id] for example_id in ids]
+        return {"seconds": seconds}
+
+    first_per_round: list[str] = []
+
+    def report(round_index: int, warm: bool, results: dict[str, Any]) -> None:
+        rates = {name: len(inputs) / r["seconds"] for name, r in results.items()}
+        if not warm:
+            first_per_round.append(next(iter(results)))
+        log(f"QA round {round_index + 1}/{args.warmup_rounds + args.rounds}{' (warm-up)' if warm else ''}: "
+            + ", ".join(f"{name} {rate:.1f}" for name, rate in rates.items())
+            + f" answers/s, ratio {rates['mtl_pipeline'] / rates['baseline']:.2f}")
+
+    with torch.inference_mode():
+        records = interleave({"mtl_pipeline": run_mtl, "baseline": run_baseline}, args.warmup_rounds, args.rounds,
+                             report)
+
+    ours, theirs = answers["mtl_pipeline"], answers["baseline"]
+    same_span = sum((a["start"], a["end"]) == (b["start"], b["end"]) for a, b in zip(ours, theirs)) / len(ours)
+    same_text = sum(a["answer"] == b["text"] for a, b in zip(ours, theirs)) / len(ours)
+    out: dict[str, Any] = {
+        "questions": len(inputs), "windows": windows, "logits_max_abs_diff": diff,
+        "baseline": "run_qa", "baseline_label": QA_BASELINE_LABEL, "baseline_note": QA_BASELINE_NOTE,
+        "contenders": {name: {"answers_per_s": summarize([len(inputs) / r["seconds"] for r in rounds])}
+                       for name, rounds in records.items()},
+        "per_round_ratios": [round(b["seconds"] / a["seconds"], 3)
+                             for a, b in zip(records["mtl_pipeline"], records["baseline"])],
+        "first_per_round": first_per_round,
+        "agreement": {"same_span": round(same_span, 4), "same_text": round(same_text, 4), "questions": len(ours)},
+        "differing_examples": [{"id": example_id, "mtl_pipeline": [a["start"], a["end"], a["answer"]],
+                                "baseline": [b["start"], b["end"], b["text"]]}
+                               for example_id, a, b in zip(ids, ours, theirs)
+                               if (a["start"], a["end"]) != (b["start"], b["end"])][:10],
+    }
+    med = {name: c["answers_per_s"]["median"] for name, c in out["contenders"].items()}
+    out["ratio"] = round(med["mtl_pipeline"] / med["baseline"], 3)
+    return out
+
+
+def main_qa_pipeline(args: argparse.Namespace) -> None:
+    """``--qa_pipeline``: only the QA inference measurement, into ``speed_qa.json`` and its docs subsection (spliced
+    in; the rest of the page is left as it is)."""
+    setup_torch(NUM_THREADS)
+    results: dict[str, Any] = {
+        "machine": machine_info(), "quick": args.quick,
+        "config": {"questions": args.qa_questions, "batch_size": args.batch_size, "max_length": QA_MAX_SEQ_LENGTH,
+                   **QA_SETTINGS, "rounds": args.rounds, "warmup_rounds": args.warmup_rounds,
+                   "num_threads": NUM_THREADS}}
+    log(f"QA pipeline; machine: {results['machine']['cpu']}, {results['machine']['cores']} cores; "
+        f"config: {results['config']}")
+    start = time.perf_counter()
+    results.update(bench_qa_pipeline(args))
+    results["total_seconds"] = round(time.perf_counter() - start, 1)
+    out_path = args.output_dir / SPEED_QA_JSON
+    write_json(out_path, results)
+    log(f"ratio of medians MultiTaskPipeline / run_qa.py: {results['ratio']}; per round {results['per_round_ratios']};"
+        f" same span {results['agreement']['same_span']:.1%}, same text {results['agreement']['same_text']:.1%}")
+    log(f"wrote {out_path} ({results['total_seconds'] / 60:.1f} min)")
+    if not args.no_docs:
+        splice_speed_qa_section(DOCS_MD, results)
+        log(f"updated {DOCS_MD.relative_to(ROOT)} (subsection {SPEED_QA_HEADING!r} only)")
+
+
+# ---------------------------------------------------------------------------------------------------------------------
 # Main
 # ---------------------------------------------------------------------------------------------------------------------
 
@@ -580,13 +747,19 @@ def parse_args() -> argparse.Namespace:
                              "quality.py) is used for the inference test (default bench/results).")
     parser.add_argument("--batch_size", type=int, default=None,
                         help=f"Default {HPARAMS['per_device_train_batch_size']}; with --five_training "
-                             f"{FIVE_HPARAMS['per_device_train_batch_size']}, as in quality.py --suite five.")
+                             f"{FIVE_HPARAMS['per_device_train_batch_size']}, as in quality.py --suite five; with "
+                             f"--qa_pipeline {QA_BATCH_SIZE} (windows per forward pass).")
     parser.add_argument("--train_rows_per_task", type=int, default=256,
                         help="Rows per task in the training sample (one round = one epoch over both).")
     parser.add_argument("--five_training", action="store_true",
                         help="Only the five-task training throughput (speed_five.json and its docs subsection).")
     parser.add_argument("--five_rows_per_task", type=int, default=FIVE_ROWS_PER_TASK,
                         help="--five_training: rows per task (one round = one epoch of each contender over them).")
+    parser.add_argument("--qa_pipeline", action="store_true",
+                        help="Only QA inference: MultiTaskPipeline vs run_qa.py's prediction path on the same weights "
+                             "(speed_qa.json and its docs subsection).")
+    parser.add_argument("--qa_questions", type=int, default=QA_QUESTIONS,
+                        help="--qa_pipeline: SQuADShifts test questions answered per round (seeded sample).")
     parser.add_argument("--original_examples_per_round", type=int, default=64)
     parser.add_argument("--rounds", type=int, default=5, help="Timed rounds per section.")
     parser.add_argument("--warmup_rounds", type=int, default=1)
@@ -601,6 +774,7 @@ def parse_args() -> argparse.Namespace:
         args.output_dir = args.output_dir or DEFAULT_OUTPUT_DIR / "quick"
         args.train_rows_per_task = 64
         args.five_rows_per_task = 32
+        args.qa_questions = 32
         args.original_examples_per_round = 8
         args.rounds = 2
         args.inference_texts = 64
@@ -609,7 +783,8 @@ def parse_args() -> argparse.Namespace:
         args.no_docs = True
     args.output_dir = args.output_dir or DEFAULT_OUTPUT_DIR
     if args.batch_size is None:
-        args.batch_size = (FIVE_HPARAMS if args.five_training else HPARAMS)["per_device_train_batch_size"]
+        args.batch_size = (QA_BATCH_SIZE if args.qa_pipeline else
+                           (FIVE_HPARAMS if args.five_training else HPARAMS)["per_device_train_batch_size"])
     return args
 
 
@@ -617,6 +792,9 @@ def main() -> None:
     args = parse_args()
     if args.five_training:
         main_five_training(args)
+        return
+    if args.qa_pipeline:
+        main_qa_pipeline(args)
         return
     setup_torch(NUM_THREADS)
     results: dict[str, Any] = {"machine": machine_info(), "quick": args.quick,

@@ -23,37 +23,73 @@ TAG_SCHEMES = ("IOB2", "IOBES", "BILOU", "IO")
 OUTSIDE_TAG = "O"  # the tag of a word outside any entity
 DEFAULT_THRESHOLD = 0.5  # multilabel: a label is predicted when its probability reaches this
 DEFAULT_LABEL_DELIMITER = ","  # multilabel: what separates the labels of a row given as one string (CSV)
+# The columns a task reads, by the field that names each one, with its default column name.
+TEXT_COLUMNS = (("text_column_name", "text"), ("label_column_name", "label"))
 
 
 @dataclass(frozen=True)
 class TaskTypeInfo:
     """What a saved model must know of a task type to load and run: the shape of its head (``sequence``: one output
-    vector per input; ``token``: one per token), its loss (see ``modeling_multitask.LOSSES``), whether it has named
+    vector per input; ``token``: one per token; ``span``: start and end logits per token, padding masked), its loss (see ``modeling_multitask.LOSSES``), whether it has named
     labels, and the task fields that apply to this type only. It lives here, in a file that ``save_pretrained``
     copies for ``trust_remote_code``, so that a model loads where mtl_hf is not installed; everything else about a
     type (reading and encoding rows, metrics, predictions, pipeline output, card) is its module in
-    ``mtl_hf.task_types``, which registers itself here with one entry."""
+    ``mtl_hf.task_types``, which registers itself here with one entry.
+
+    ``outputs``: the head's number of outputs where the type fixes it (2 for extractive QA: start and end), else one
+    per label (1 for a type without labels). ``defaults``: values of fields a task of this type leaves unset
+    (``pooling`` defaults to ``cls`` wherever it applies). ``columns``: the fields that name the columns a task of this type reads, with their default column names;
+    ``label_field`` is the one holding the targets (a split without that column is unlabelled)."""
 
     head: str
     loss: str
     has_labels: bool = True
     fields: tuple[str, ...] = ()
-    default_columns: tuple[str, str] = ("text", "label")
+    defaults: tuple[tuple[str, Any], ...] = ()
+    columns: tuple[tuple[str, str], ...] = TEXT_COLUMNS
+    label_field: str = "label_column_name"
+    outputs: int | None = None
 
 
+# Extractive QA: the defaults of transformers' run_qa.py. `dropout` 0: transformers' QA heads apply none.
+QA_DEFAULTS = (
+    ("doc_stride", 128), ("max_answer_length", 30), ("n_best_size", 20), ("version_2_with_negative", False),
+    ("null_score_diff_threshold", 0.0), ("dropout", 0.0),
+)
 TASK_TYPES: dict[str, TaskTypeInfo] = {
-    "classification": TaskTypeInfo("sequence", "cross_entropy", fields=("pooling", "text_pair_column_name")),
-    "regression": TaskTypeInfo("sequence", "mse", has_labels=False, fields=("pooling", "text_pair_column_name")),
-    "multilabel": TaskTypeInfo(
-        "sequence", "bce", fields=("pooling", "threshold", "label_delimiter"), default_columns=("text", "labels")
+    "classification": TaskTypeInfo(
+        "sequence", "cross_entropy", fields=("pooling", "text_pair_column_name")
     ),
-    "ner": TaskTypeInfo("token", "cross_entropy", fields=("tag_scheme",), default_columns=("tokens", "ner_tags")),
+    "regression": TaskTypeInfo(
+        "sequence", "mse", has_labels=False, fields=("pooling", "text_pair_column_name"), outputs=1,
+    ),
+    "multilabel": TaskTypeInfo(
+        "sequence", "bce", fields=("pooling", "threshold", "label_delimiter"),
+        defaults=(("threshold", DEFAULT_THRESHOLD), ("label_delimiter", DEFAULT_LABEL_DELIMITER)),
+        columns=(("text_column_name", "text"), ("label_column_name", "labels")),
+    ),
+    "ner": TaskTypeInfo(
+        "token", "cross_entropy", fields=("tag_scheme",),
+        columns=(("text_column_name", "tokens"), ("label_column_name", "ner_tags")),
+    ),
+    "extractive_qa": TaskTypeInfo(
+        "span", "span", has_labels=False, outputs=2,
+        fields=tuple(name for name, _ in QA_DEFAULTS if name != "dropout"), defaults=QA_DEFAULTS,
+        columns=(("context_column_name", "context"), ("question_column_name", "question"),
+                 ("answers_column_name", "answers")),
+        label_field="answers_column_name",
+    ),
 }
+# Every field that names a column; a task may set only those its type reads (`TaskTypeInfo.columns`).
+COLUMN_FIELDS = (
+    "text_column_name", "label_column_name", "context_column_name", "question_column_name", "answers_column_name",
+)
 # The fields of a task that shape the model or how its outputs are read; the rest of TaskSpec only says where the
 # task's data lives. Type-specific ones are written to config.json only for the types they apply to.
 MODEL_FIELDS = (
     "name", "type", "labels", "weight", "dropout", "main_metric", "pooling", "tag_scheme", "threshold",
-    "text_pair_column_name",
+    "text_pair_column_name", "doc_stride", "max_answer_length", "n_best_size", "version_2_with_negative",
+    "null_score_diff_threshold",
 )
 # The encoder of a config built without one (as in EncoderDecoderConfig), e.g. by `AutoConfig.for_model`.
 DEFAULT_ENCODER_TYPE = "bert"
@@ -66,7 +102,8 @@ MAX_TASK_NAME_LENGTH = 64
 # Fields that hold a path or a column or dataset name: a string when given.
 STRING_FIELDS = (
     "train_file", "validation_file", "test_file", "dataset_name", "dataset_config_name", "text_column_name",
-    "text_pair_column_name", "label_column_name", "main_metric",
+    "text_pair_column_name", "label_column_name", "context_column_name", "question_column_name", "answers_column_name",
+    "main_metric",
 )
 
 
@@ -149,6 +186,14 @@ class TaskSpec:
     text_pair_column_name: str | None = None
     label_column_name: str | None = None
     label_delimiter: str | None = None
+    context_column_name: str | None = None
+    question_column_name: str | None = None
+    answers_column_name: str | None = None
+    doc_stride: int | None = None
+    max_answer_length: int | None = None
+    n_best_size: int | None = None
+    version_2_with_negative: bool | None = None
+    null_score_diff_threshold: float | None = None
 
     def __post_init__(self) -> None:
         info = TASK_TYPES.get(self.type)
@@ -158,25 +203,28 @@ class TaskSpec:
             # `cls`, the former default for every task, is what earlier config.json files and task entries carry on
             # NER tasks, where pooling means nothing.
             self.pooling = None
-        if info is not None and "threshold" in info.fields and self.threshold is None:
-            self.threshold = DEFAULT_THRESHOLD
-        if info is not None and "label_delimiter" in info.fields and self.label_delimiter is None:
-            self.label_delimiter = DEFAULT_LABEL_DELIMITER
         if info is not None:
-            default_text, default_label = info.default_columns
-            self.text_column_name = self.text_column_name or default_text
-            self.label_column_name = self.label_column_name or default_label
+            for name, default in (*info.defaults, *info.columns):
+                if getattr(self, name) is None:
+                    setattr(self, name, default)
         self.validate(require_labels=False)
         if self.labels is not None:
             self.labels = list(self.labels)
         self.weight = float(self.weight)
         if self.threshold is not None:
             self.threshold = float(self.threshold)
+        if self.null_score_diff_threshold is not None:
+            self.null_score_diff_threshold = float(self.null_score_diff_threshold)
 
     @property
     def info(self) -> TaskTypeInfo:
         """What the model knows of this task's type (head shape, loss, labels, fields)."""
         return TASK_TYPES[self.type]
+
+    @property
+    def label_column(self) -> str:
+        """The column holding the task's targets (labels, or answers for extractive QA)."""
+        return getattr(self, self.info.label_field)
 
     @property
     def takes_pairs(self) -> bool:
@@ -206,6 +254,12 @@ class TaskSpec:
             if value is not None and (not isinstance(value, str) or not value.strip()):
                 what = "one string" if isinstance(value, (list, tuple)) else "a non-empty string"
                 raise self._error(name, f"must be {what}, got {type(value).__name__} {value!r}")
+        columns = dict(self.info.columns)
+        for name in COLUMN_FIELDS:
+            if getattr(self, name) is not None and name not in columns:
+                raise self._error(name, f"is {getattr(self, name)!r}; {self.type} tasks read the columns named by "
+                                  f"{', '.join(columns)}")
+        self._check_qa_fields()
         if self.label_delimiter is not None and (not isinstance(self.label_delimiter, str) or not self.label_delimiter):
             raise self._error("label_delimiter", f"must be a non-empty string, got {self.label_delimiter!r}")
         for name, applies_to in _type_fields().items():
@@ -227,6 +281,24 @@ class TaskSpec:
             if self.text_pair_column_name is not None and self.text_pair_column_name == getattr(self, other):
                 raise self._error("text_pair_column_name", f"is {self.text_pair_column_name!r}, the same column as "
                                   f"{other}")
+        named = [name for name in columns if getattr(self, name) is not None]
+        for position, name in enumerate(named):
+            for other in named[position + 1:]:
+                if getattr(self, name) == getattr(self, other):
+                    raise self._error(name, f"is {getattr(self, name)!r}, the same column as {other}")
+
+    def _check_qa_fields(self) -> None:
+        """Extractive QA's settings (``None`` where the type does not use them): whole numbers where run_qa.py takes
+        them, a boolean for ``version_2_with_negative``."""
+        for name, lowest in (("doc_stride", 0), ("max_answer_length", 1), ("n_best_size", 1)):
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < lowest):
+                raise self._error(name, f"must be a whole number >= {lowest}, got {value!r}")
+        if self.version_2_with_negative is not None and not isinstance(self.version_2_with_negative, bool):
+            raise self._error("version_2_with_negative", f"must be true or false, got {self.version_2_with_negative!r}")
+        value = self.null_score_diff_threshold
+        if value is not None and (not _is_number(value) or not math.isfinite(value)):
+            raise self._error("null_score_diff_threshold", f"must be a finite number, got {value!r}")
 
     def _check_labels(self) -> None:
         """``labels``: a non-empty list of distinct, non-blank strings. A bare string would be read as its
@@ -286,8 +358,10 @@ class TaskSpec:
 
     @property
     def num_labels(self) -> int:
-        """The head's number of outputs: one per label, or 1 for a type without labels (regression), as in
-        transformers' ``num_labels``."""
+        """The head's number of outputs: one per label, or what the type fixes (1 for regression, as in
+        transformers' ``num_labels``; 2 for extractive QA's start and end logits)."""
+        if self.info.outputs is not None:
+            return self.info.outputs
         return len(self.labels or []) if self.info.has_labels else 1
 
 

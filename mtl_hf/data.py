@@ -427,6 +427,9 @@ def _load_file(spec: TaskSpec, split: str, path: str, cache_dir: str | None) -> 
     _check_utf8(path, where)
     if suffix in CONLL_EXTENSIONS:
         return _load_conll(spec, where, path, cache_dir)
+    own = get_task_type(spec).load_file(spec, where, path, cache_dir)
+    if own is not None:
+        return own
     builder, kwargs = FILE_BUILDERS[suffix]
     try:
         with _quiet_datasets_readers():
@@ -1110,10 +1113,10 @@ def preprocess_task(
         for column in task_type.input_columns(spec):
             if column not in columns:
                 raise ValueError(f"{where}: column {column!r} not found; columns: {', '.join(columns)}")
-        label_column = spec.label_column_name if spec.label_column_name in columns else None
+        label_column = spec.label_column if spec.label_column in columns else None
         if label_column is None and split != "test":
             raise ValueError(
-                f"{where}: column {spec.label_column_name!r} not found; columns: {', '.join(columns)} "
+                f"{where}: column {spec.label_column!r} not found; columns: {', '.join(columns)} "
                 "(only a test split may be unlabelled)"
             )
         context = SplitContext(
@@ -1166,8 +1169,9 @@ class MultiTaskDataCollator:
 
     Token columns are padded by the tokenizer (optionally to a multiple of ``pad_to_multiple_of``). Labels with one
     integer id per token (NER) are padded with ``label_pad_token_id`` to the same length; one label per row is
-    stacked as it is: class ids become a ``LongTensor``, regression targets a ``FloatTensor`` and multi-hot
-    multilabel vectors a ``(batch, num_labels)`` ``FloatTensor``, as transformers' collators treat them. The output's ``task``
+    stacked as it is: class ids become a ``LongTensor``, regression targets a ``FloatTensor``, multi-hot
+    multilabel vectors a ``(batch, num_labels)`` ``FloatTensor`` and extractive QA's start and end positions a
+    ``(batch, 2)`` ``LongTensor``, as transformers' collators treat them. The output's ``task``
     is the batch's task name, which the model uses to pick the head; other bookkeeping columns (``word_ids``) are
     dropped. Rows without ``labels`` (unlabelled data) are padded the same way, without labels.
     """
@@ -1193,11 +1197,14 @@ class MultiTaskDataCollator:
             raise ValueError("Either all rows of a batch have 'labels' or none does")
         keep = set(self.tokenizer.model_input_names) | {"labels"}
         rows = [{key: value for key, value in feature.items() if key in keep} for feature in features]
-        labels = rows[0].get("labels")
+        # Integer labels as long as the input are per token (NER), to be padded with it; any other labels (a class
+        # id, a float, a multi-hot vector, extractive QA's start and end positions) are one per row, stacked.
+        labels, input_ids = rows[0].get("labels"), rows[0].get(self.tokenizer.model_input_names[0])
         if isinstance(labels, torch.Tensor):
             token_level = labels.dim() > 0 and not labels.is_floating_point()
         else:
             token_level = isinstance(labels, (list, tuple)) and bool(labels) and isinstance(labels[0], int)
+        token_level = token_level and input_ids is not None and len(labels) == len(input_ids)
         batch = dict((self._token_level if token_level else self._sequence_level)(rows))
         batch[TASK_COLUMN] = tasks.pop()
         return batch

@@ -16,6 +16,7 @@ from seqeval.metrics import accuracy_score, classification_report
 from seqeval.scheme import BILOU, IOB2, IOBES
 from scipy.stats import pearsonr, spearmanr
 from sklearn.metrics import f1_score
+from torchmetrics.functional.text import squad
 
 from .configuration_multitask import OUTSIDE_TAG, TAG_SCHEMES, TaskSpec
 from .task_types import get_task_type
@@ -29,6 +30,11 @@ _SEQEVAL_DESCRIPTION = (
     "Over word-level tag sequences: for tags that mark spans (IOB2, IOBES, BILOU), entity-level precision, recall "
     "and F1 (seqeval in strict mode with the task's scheme: an entity is right only if its type and its exact span "
     "are right) and word-level accuracy; for prefix-less tags (IO), word-level accuracy and per-tag F1."
+)
+_SQUAD_DESCRIPTION = (
+    "SQuAD's exact match and F1 of predicted answer texts against each question's reference answers (the best "
+    "over the references), after SQuAD's normalisation (lower case; punctuation, articles and extra whitespace "
+    "removed); an empty text is no answer (SQuAD 2.0). As fractions in [0, 1] like every mtl_hf metric."
 )
 # seqeval's scheme classes for the tag schemes that delimit entities; "IO" tags are scored per word instead.
 _SEQEVAL_SCHEMES = {"IOB2": IOB2, "IOBES": IOBES, "BILOU": BILOU}
@@ -159,6 +165,32 @@ class SeqevalMetric(evaluate.Metric):
         return scores
 
 
+class SquadMetric(evaluate.Metric):
+    """SQuAD ``exact_match`` and ``f1`` of answer texts (``predictions``: one text per question; ``references``: its
+    reference answer texts, ``[""]`` for a question without an answer), computed by torchmetrics' implementation of
+    the official SQuAD script, as fractions."""
+
+    def _info(self) -> evaluate.MetricInfo:
+        return evaluate.MetricInfo(
+            description=_SQUAD_DESCRIPTION,
+            citation="",
+            inputs_description="predictions: one answer text per question; references: its reference answer texts.",
+            features=datasets.Features(
+                {"predictions": datasets.Value("string"), "references": datasets.Sequence(datasets.Value("string"))}
+            ),
+        )
+
+    def _compute(self, predictions: list[str], references: list[list[str]]) -> dict[str, float]:
+        if not predictions:
+            return {"exact_match": 0.0, "f1": 0.0}
+        scores = squad(
+            [{"prediction_text": text, "id": str(i)} for i, text in enumerate(predictions)],
+            [{"answers": {"text": list(answers), "answer_start": [0] * len(answers)}, "id": str(i)}
+             for i, answers in enumerate(references)],
+        )
+        return {"exact_match": float(scores["exact_match"]) / 100, "f1": float(scores["f1"]) / 100}
+
+
 def _per_tag_scores(predictions: list[list[str]], references: list[list[str]]) -> dict[str, float]:
     """Word-level scores of prefix-less tags: accuracy over all words, F1 per tag (one-vs-rest over words) for every
     tag but "O" seen in references or predictions, and their unweighted mean."""
@@ -178,7 +210,7 @@ def main_metric(spec: TaskSpec) -> str:
     """The metric that stands for a task in ``combined_score``, model selection and the model card: the task's
     ``main_metric`` if the task file names one, else its type's default (``accuracy`` for classification, entity
     ``f1`` for NER, ``token_accuracy`` for prefix-less tag sets, ``pearson`` for regression, ``micro_f1`` for
-    multilabel)."""
+    multilabel, ``f1`` for extractive QA)."""
     return get_task_type(spec).main_metric(spec)
 
 

@@ -30,6 +30,7 @@ HYPERPARAMETERS = (
 SPLIT_FILES = (("train_file", "train"), ("validation_file", "validation"), ("test_file", "test"))
 EXAMPLE_TEXT = "Maria Keller joined Northwind Systems in Lyon."
 EXAMPLE_PAIR = ("Maria Keller joined Northwind Systems in Lyon.", "Maria Keller works in France.")
+EXAMPLE_QUESTION = {"question": "Where did Maria Keller join Northwind Systems?", "context": EXAMPLE_TEXT}
 
 
 def scoring(spec: TaskSpec) -> str:
@@ -138,8 +139,9 @@ class MultiTaskModelCardData:
         return "\n".join(rows) if len(rows) > 2 else "No evaluation was run."
 
     def _usage(self) -> str:
-        single = [task for task in self.tasks if not task.takes_pairs]
-        pairs = [task for task in self.tasks if task.takes_pairs]
+        kinds = {task.name: get_task_type(task).pipeline_input(task) for task in self.tasks}
+        single, pairs, questions = ([task for task in self.tasks if kinds[task.name] == kind]
+                                    for kind in ("text", "text_pair", "question"))
         blocks = []
         if single:
             blocks.append(f"""words = {json.dumps(EXAMPLE_TEXT.replace(".", " ."))}.split()  # one sentence, split into words as in training
@@ -160,8 +162,17 @@ inputs = tokenizer([words], [pair_words], is_split_into_words=True, truncation=T
 with torch.no_grad():
     logits = model.forward_tasks(**inputs, tasks={json.dumps([task.name for task in pairs])})
 {self._snippet_lines(pairs)}""")
+        if questions:
+            blocks.append(f"""question, context = {json.dumps(EXAMPLE_QUESTION["question"])}, {json.dumps(EXAMPLE_QUESTION["context"])}
+inputs = tokenizer(question, context, truncation="only_second", max_length=model.config.max_seq_length,
+                   return_offsets_mapping=True, return_tensors="pt")  # the raw texts, as extractive QA trains
+offsets = inputs.pop("offset_mapping")[0].tolist()  # each token's characters in its text
+with torch.no_grad():
+    logits = model.forward_tasks(**inputs, tasks={json.dumps([task.name for task in questions])})
+{self._snippet_lines(questions)}""")
         calls = ([f"print(pipe({json.dumps(EXAMPLE_TEXT)}))"] if single else []) + (
-            [f"print(pipe({json.dumps(dict(zip(('text', 'text_pair'), EXAMPLE_PAIR)))}))"] if pairs else [])
+            [f"print(pipe({json.dumps(dict(zip(('text', 'text_pair'), EXAMPLE_PAIR)))}))"] if pairs else []) + (
+            [f"print(pipe({json.dumps(EXAMPLE_QUESTION)}))"] if questions else [])
         code = "\n".join(blocks)
         return f"""## Usage
 
@@ -179,8 +190,9 @@ tokenizer = AutoTokenizer.from_pretrained(model_id, trust_remote_code=True)
 ```
 
 With mtl_hf installed, `MultiTaskPipeline` splits raw text into words, runs every task (a text pair
-`{{"text": ..., "text_pair": ...}}` for the tasks that read pairs) and groups NER tags into entity spans with
-character offsets; `import mtl_hf` also lets `AutoModel` load the model without remote code:
+`{{"text": ..., "text_pair": ...}}` for the tasks that read pairs, a question `{{"question": ..., "context": ...}}` for
+question answering, over every window of a long context) and groups NER tags into entity spans with character
+offsets; `import mtl_hf` also lets `AutoModel` load the model without remote code:
 
 ```python
 from mtl_hf import MultiTaskPipeline

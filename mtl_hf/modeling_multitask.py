@@ -22,7 +22,9 @@ from .configuration_multitask import MultiTaskConfig, TaskSpec
 @dataclass
 class MultiTaskModelOutput(ModelOutput):
     """Output of one task's head: ``logits`` are ``(batch, num_labels)`` for a sequence head (classification,
-    regression with ``num_labels`` 1, multilabel) and ``(batch, seq_len, num_labels)`` for a token head (NER);
+    regression with ``num_labels`` 1, multilabel), ``(batch, seq_len, num_labels)`` for a token head (NER) and
+    ``(batch, seq_len, 2)`` start and end logits for a span head (extractive QA; padding positions at the lowest
+    value);
     ``loss`` is the task type's loss (see ``LOSSES``), a mean over the batch's items, when labels are given."""
 
     loss: torch.FloatTensor | None = None
@@ -80,6 +82,28 @@ def bce_loss(
     return nn.functional.binary_cross_entropy_with_logits(logits.float(), targets, reduction=reduction)
 
 
+def span_loss(
+    logits: torch.Tensor, labels: torch.Tensor, reduction: str = "mean", label_smoothing: float = 0.0
+) -> torch.Tensor:
+    """Extractive QA: ``(batch, seq_len, 2)`` start and end logits against ``(batch, 2)`` start and end token
+    positions, as transformers' ``*ForQuestionAnswering`` models compute it: the mean of the start and the end
+    cross-entropy, positions outside the sequence ignored (clamped to ``seq_len``, the ignore index); ``"sum"`` adds
+    that mean up over the examples."""
+    start_logits, end_logits = logits.float().unbind(dim=-1)
+    ignored = start_logits.shape[1]
+    positions = labels.to(logits.device).long().clamp(0, ignored)
+
+    def cross_entropy(scores: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        return nn.functional.cross_entropy(scores, targets, ignore_index=ignored, reduction=reduction,
+                                           label_smoothing=label_smoothing)
+
+    return (cross_entropy(start_logits, positions[:, 0]) + cross_entropy(end_logits, positions[:, 1])) / 2
+
+
+def _examples(labels: torch.Tensor) -> torch.Tensor:
+    return torch.tensor(labels.shape[0], device=labels.device)
+
+
 def _labelled_positions(labels: torch.Tensor) -> torch.Tensor:
     return (labels != -100).sum()
 
@@ -93,7 +117,8 @@ class Loss:
     """A task type's loss, and what its mean is over: ``count(labels)`` is the number of items that a ``"sum"``
     reduction adds up (labelled positions for cross-entropy, examples for MSE, example x label entries for BCE), so
     that ``loss(..., "sum") / count(labels) == loss(..., "mean")``; the trainer normalises gradient accumulation
-    windows with it."""
+    windows with it. (For ``span`` this holds while every position is inside the sequence, as mtl_hf's encoding
+    always makes them.)"""
 
     fn: Any
     count: Any
@@ -103,6 +128,7 @@ LOSSES: dict[str, Loss] = {
     "cross_entropy": Loss(cross_entropy_loss, _labelled_positions),
     "mse": Loss(mse_loss, _entries),
     "bce": Loss(bce_loss, _entries),
+    "span": Loss(span_loss, _examples),
 }
 
 
@@ -135,6 +161,24 @@ class TokenClassificationHead(nn.Module):
 
     def forward(self, hidden: torch.Tensor, attention_mask: torch.Tensor | None) -> torch.Tensor:
         return self.classifier(self.dropout(hidden))
+
+
+class SpanHead(nn.Module):
+    """Dropout -> Linear to start and end logits on every token (transformers' ``qa_outputs``), padding positions
+    masked to the lowest value: the loss's softmax then runs over the input's own tokens only, so it does not depend
+    on how far a batch is padded (which differs between micro-batches, processes and a single big batch)."""
+
+    def __init__(self, hidden_size: int, num_labels: int, dropout: float) -> None:
+        super().__init__()
+        self.dropout = nn.Dropout(dropout)
+        self.classifier = nn.Linear(hidden_size, num_labels)
+
+    def forward(self, hidden: torch.Tensor, attention_mask: torch.Tensor | None) -> torch.Tensor:
+        logits = self.classifier(self.dropout(hidden))
+        if attention_mask is None:
+            return logits
+        padding = attention_mask.unsqueeze(-1) == 0
+        return logits.masked_fill(padding, torch.finfo(logits.dtype).min)
 
 
 class MultiTaskModel(PreTrainedModel):
@@ -181,6 +225,8 @@ class MultiTaskModel(PreTrainedModel):
     def _build_head(self, spec: TaskSpec) -> nn.Module:
         if spec.info.head == "token":
             return TokenClassificationHead(self.hidden_size, spec.num_labels, self._head_dropout(spec))
+        if spec.info.head == "span":
+            return SpanHead(self.hidden_size, spec.num_labels, self._head_dropout(spec))
         return ClassificationHead(self.hidden_size, spec.num_labels, self._head_dropout(spec), spec.pooling)
 
     def _init_weights(self, module: nn.Module) -> None:
@@ -286,7 +332,8 @@ class MultiTaskModel(PreTrainedModel):
 
         ``labels``: classification ``(batch,)`` class ids; regression ``(batch,)`` floats; multilabel ``(batch,
         num_labels)`` multi-hot floats; NER ``(batch, seq_len)`` class ids with -100 on positions that carry no word
-        label (special tokens, continuation sub-words, padding).
+        label (special tokens, continuation sub-words, padding); extractive QA ``(batch, 2)`` start and end token
+        positions.
         """
         spec = self._resolve_task(task)
         encoded = self._encode(

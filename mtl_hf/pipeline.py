@@ -340,7 +340,8 @@ class MultiTaskPipeline:
         batch = [inputs] if single else inputs
         if not isinstance(batch, (list, tuple)) or not all(_is_input(item) for item in batch):
             raise TypeError(
-                'MultiTaskPipeline expects a string, a pair {"text": str, "text_pair": str}, or a list of them'
+                'MultiTaskPipeline expects a string, a pair {"text": str, "text_pair": str}, a question '
+                '{"question": str, "context": str}, or a list of them'
             )
         specs = self._resolve_tasks(tasks)
         known = {option: spec.name for spec in specs for option in get_task_type(spec).pipeline_options}
@@ -354,26 +355,33 @@ class MultiTaskPipeline:
             raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
         if not batch:
             return []
-        text_specs = [spec for spec in specs if not spec.takes_pairs]
-        pair_specs = [spec for spec in specs if spec.takes_pairs]
-        texts = [i for i, item in enumerate(batch) if isinstance(item, str)]
-        pairs = [i for i, item in enumerate(batch) if isinstance(item, dict)]
-        if texts and not text_specs:
-            raise ValueError(f"Task(s) {', '.join(s.name for s in specs)} read text pairs: pass "
-                             '{"text": ..., "text_pair": ...}, not a string')
-        if pairs and not pair_specs:
-            raise ValueError(f"Task(s) {', '.join(s.name for s in specs)} read single texts: pass a string, not a "
-                             "text pair")
+        specs_of: dict[str, list[TaskSpec]] = {kind: [] for kind in _INPUT_KEYS}
+        for spec in specs:
+            specs_of[get_task_type(spec).pipeline_input(spec)].append(spec)
+        rows_of: dict[str, list[int]] = {kind: [] for kind in _INPUT_KEYS}
+        for i, item in enumerate(batch):
+            rows_of[_input_kind(item)].append(i)
+        for kind, rows in rows_of.items():
+            if rows and not specs_of[kind]:
+                takes = "; ".join(f"{', '.join(s.name for s in kind_specs)} read {_INPUT_WORDS[other]}"
+                                  for other, kind_specs in specs_of.items() if kind_specs)
+                raise ValueError(f"Input {rows[0]} is {_INPUT_WORDS[kind]}, which no requested task reads: {takes}")
 
         results: list[dict[str, Any]] = [{} for _ in batch]
+        texts = rows_of["text"]
         if texts:
-            documents = self._prepare([batch[i] for i in texts], text_specs)
-            self._predict(documents, text_specs, batch_size)
+            documents = self._prepare([batch[i] for i in texts], specs_of["text"])
+            self._predict(documents, specs_of["text"], batch_size)
             for i, document in zip(texts, documents):
-                results[i] = self._finish(document, text_specs, options)
-        for first in range(0, len(pairs), batch_size):
-            chunk = pairs[first : first + batch_size]
-            for i, result in zip(chunk, self._predict_pairs([batch[i] for i in chunk], pair_specs, options)):
+                results[i] = self._finish(document, specs_of["text"], options)
+        for first in range(0, len(rows_of["text_pair"]), batch_size):
+            chunk = rows_of["text_pair"][first : first + batch_size]
+            for i, result in zip(chunk, self._predict_pairs([batch[i] for i in chunk], specs_of["text_pair"], options)):
+                results[i] = result
+        questions = rows_of["question"]
+        if questions:
+            answers = self._predict_questions([batch[i] for i in questions], specs_of["question"], batch_size, options)
+            for i, result in zip(questions, answers):
                 results[i] = result
         return results[0] if single else results
 
@@ -466,13 +474,64 @@ class MultiTaskPipeline:
             results.append(result)
         return results
 
+    def _predict_questions(
+        self, items: list[dict[str, str]], specs: list[TaskSpec], batch_size: int, options: dict[str, Any]
+    ) -> list[dict[str, Any]]:
+        """Answer ``{"question", "context"}`` inputs, encoded as in training (the raw question and context, the
+        context cut into ``doc_stride``-overlapping windows of ``max_length``): ``batch_size`` inputs are encoded at a
+        time and their windows go through the model ``batch_size`` per encoder pass, which serves every requested
+        task that encodes inputs the same way (the same ``doc_stride``); each answer is read from all windows of its
+        input."""
+        groups: dict[Any, list[TaskSpec]] = {}
+        for spec in specs:
+            groups.setdefault((spec.type, get_task_type(spec).encoding_key(spec)), []).append(spec)
+        results: list[dict[str, Any]] = [{} for _ in items]
+        self.model.eval()
+        for group in groups.values():
+            task_type = get_task_type(group[0])
+            for first in range(0, len(items), batch_size):
+                chunk = items[first : first + batch_size]
+                encoded, windows = task_type.pipeline_encode(group[0], self.tokenizer, chunk, self.max_length)
+                gathered: dict[str, list[list[Any]]] = {spec.name: [[] for _ in chunk] for spec in group}
+                for start in range(0, len(windows), batch_size):
+                    part = windows[start : start + batch_size]
+                    length = max(len(offsets) for _, offsets in part)  # right padding: cut what the part needs
+                    inputs = {key: encoded[key][start : start + batch_size, :length]
+                              for key in ("input_ids", "attention_mask", "token_type_ids") if key in encoded}
+                    with torch.no_grad():
+                        scores = self._forward(inputs, group)
+                    for row, (source, offsets) in enumerate(part):
+                        for spec in group:
+                            gathered[spec.name][source].append((scores[spec.name][row].numpy(), offsets))
+                for position, item in enumerate(chunk):
+                    for spec in group:
+                        results[first + position][spec.name] = task_type.pipeline_answer(
+                            spec, item, gathered[spec.name][position], **options)
+        return results
+
     def _finish(self, document: _Document, specs: list[TaskSpec], options: dict[str, Any]) -> dict[str, Any]:
         return {spec.name: document.states[spec.name].result(document.text, document.words, **options)
                 for spec in specs}
 
 
+# What each kind of pipeline input is (`TaskType.pipeline_input`): a string, or a dict with exactly these keys.
+_INPUT_KEYS: dict[str, frozenset[str] | None] = {
+    "text": None, "text_pair": frozenset({"text", "text_pair"}), "question": frozenset({"question", "context"}),
+}
+_INPUT_WORDS = {"text": "a text (a string)", "text_pair": 'a text pair {"text": ..., "text_pair": ...}',
+                "question": 'a question {"question": ..., "context": ...}'}
+
+
+def _input_kind(item: Any) -> str | None:
+    """``"text"`` for a string, ``"text_pair"`` / ``"question"`` for a dict of strings with those keys, else
+    ``None``."""
+    if isinstance(item, str):
+        return "text"
+    if isinstance(item, dict) and all(isinstance(value, str) for value in item.values()):
+        return next((kind for kind, keys in _INPUT_KEYS.items() if keys == set(item)), None)
+    return None
+
+
 def _is_input(item: Any) -> bool:
-    """A text, or a pair ``{"text": str, "text_pair": str}``."""
-    if isinstance(item, dict):
-        return set(item) == {"text", "text_pair"} and all(isinstance(value, str) for value in item.values())
-    return isinstance(item, str)
+    """A text, a pair ``{"text", "text_pair"}`` or a question ``{"question", "context"}``, all strings."""
+    return _input_kind(item) is not None

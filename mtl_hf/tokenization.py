@@ -14,6 +14,10 @@ saw. There is exactly one encoding, for every task type, and everything that dec
    preprocessing encode their texts with :func:`encode_texts` (pairs with :func:`encode_text_pairs`), NER
    preprocessing its word lists and the pipeline its windows of words with :func:`encode_words` (pairs as in
    training), so an input gets the same ids in training, evaluation and the pipeline.
+4. Extractive QA is the exception, as in transformers' ``run_qa.py`` and question-answering pipeline: answers are
+   character spans of the raw context, so :func:`encode_questions` encodes the raw question and context (not words)
+   with offset mappings, cutting the context into ``doc_stride``-overlapping windows; training, evaluation and the
+   pipeline all encode QA inputs with it.
 
 :func:`max_input_length` gives the longest input the tokenizer and the encoder's position embeddings allow.
 """
@@ -30,7 +34,8 @@ from tokenizers import Tokenizer
 from transformers import BatchEncoding, PreTrainedTokenizerBase
 
 __all__ = [
-    "Word", "encode_text_pairs", "encode_texts", "encode_words", "max_input_length", "prepare_tokenizer", "split_words",
+    "Word", "encode_questions", "encode_text_pairs", "encode_texts", "encode_words",
+    "max_input_length", "prepare_tokenizer", "split_words",
 ]
 
 DEFAULT_MAX_LENGTH = 512
@@ -156,6 +161,37 @@ def encode_text_pairs(
     return prepare_tokenizer(tokenizer)(
         [words(text) for text in texts], [words(text) for text in text_pairs], is_split_into_words=True,
         **tokenizer_kwargs,
+    )
+
+
+def encode_questions(
+    tokenizer: PreTrainedTokenizerBase,
+    questions: Sequence[str],
+    contexts: Sequence[str],
+    max_length: int,
+    doc_stride: int,
+    **tokenizer_kwargs: Any,
+) -> BatchEncoding:
+    """Encode question/context pairs for extractive QA as run_qa.py does: the tokenizer's pair encoding of the raw
+    question (leading whitespace stripped: some SQuAD questions start with many spaces, which would eat the room for
+    context) and context, only the context truncated, a context that does not fit cut into windows that overlap by
+    ``doc_stride`` tokens (``overflow_to_sample_mapping`` gives each window's input), with offset mappings into the
+    raw texts. ``tokenizer_kwargs`` go to the tokenizer call (``padding``, ``return_tensors``).
+
+    The question comes first and the first token is the no-answer position, as for every tokenizer that pads on the
+    right (BERT, RoBERTa, DistilBERT, ELECTRA, DeBERTa, ...); a tokenizer that pads on the left (XLNet-style, whose
+    run_qa.py inputs put the context first and the CLS token last) is refused with a ``ValueError``.
+    """
+    if tokenizer.padding_side != "right":
+        raise ValueError(
+            f"extractive QA needs a tokenizer that pads on the right (its first token is the no-answer position); "
+            f"{type(tokenizer).__name__} pads on the {tokenizer.padding_side}"
+        )
+    tokenizer = prepare_tokenizer(tokenizer)
+    questions = [question.lstrip() for question in questions]
+    return tokenizer(
+        questions, list(contexts), truncation="only_second", max_length=max_length, stride=doc_stride,
+        return_overflowing_tokens=True, return_offsets_mapping=True, **tokenizer_kwargs,
     )
 
 

@@ -198,6 +198,7 @@ class MultiTaskTrainer(Trainer):
         self._check_best_model_direction()
         self._warn_unsmoothed_tasks()
         self._current_task: str | None = None
+        self._current_dataset: Any = None
         self._train_batch_sampler: MultiTaskBatchSampler | None = None
         self._loss_tracker = _TaskLossTracker(list(self.task_specs))
         self.add_callback(_MultiTaskCallback(self))
@@ -467,7 +468,7 @@ class MultiTaskTrainer(Trainer):
         task = self._current_task
         spec = self.task_specs[task]
         metrics = get_task_type(spec).compute_metrics(
-            spec, np.asarray(eval_prediction.predictions), np.asarray(eval_prediction.label_ids)
+            spec, np.asarray(eval_prediction.predictions), np.asarray(eval_prediction.label_ids), self._current_dataset
         )
         if self.user_compute_metrics is not None:
             metrics.update(self.user_compute_metrics(task, eval_prediction))
@@ -532,7 +533,8 @@ class MultiTaskTrainer(Trainer):
             raise ValueError("MultiTaskTrainer: evaluation needs a dict {task_name: dataset} of evaluation sets.")
         loaders = {name: (lambda name=name: self.get_test_dataloader(given[name]) if given
                           else self.get_eval_dataloader(name)) for name in names}
-        metrics, _ = self._run_tasks(loaders, "Evaluation", ignore_keys, metric_key_prefix)
+        datasets_ = {name: (given or self.eval_dataset)[name] for name in names}
+        metrics, _ = self._run_tasks(loaders, datasets_, "Evaluation", ignore_keys, metric_key_prefix)
         self.log(metrics)
         self.control = self.callback_handler.on_evaluate(self.args, self.state, self.control, metrics)
         return metrics
@@ -542,13 +544,14 @@ class MultiTaskTrainer(Trainer):
     ) -> MultiTaskPredictionOutput:
         """Predict every task, one prediction per input row, in label space as the task's type gives it:
         classification a label, regression a float, multilabel a list of labels, NER one tag per input word (a word
-        without a prediction, because it yields no sub-token or truncation cut it off, gets `O`). Metrics are computed where the datasets have labels and reach the callbacks' `on_predict` in one
+        without a prediction, because it yields no sub-token or truncation cut it off, gets `O`), extractive QA one
+        answer text per question (`""`: no answer), read from all windows of its context. Metrics are computed where the datasets have labels and reach the callbacks' `on_predict` in one
         event, with `<prefix>_combined_score`."""
         datasets_ = self._task_datasets("test_dataset", test_dataset)
         if not datasets_:
             raise ValueError("MultiTaskTrainer: predict needs a dict {task_name: dataset}.")
         loaders = {name: (lambda dataset=dataset: self.get_test_dataloader(dataset)) for name, dataset in datasets_.items()}
-        metrics, outputs = self._run_tasks(loaders, "Prediction", ignore_keys, metric_key_prefix)
+        metrics, outputs = self._run_tasks(loaders, datasets_, "Prediction", ignore_keys, metric_key_prefix)
         predictions = {
             name: self._to_label_space(self.task_specs[name], output.predictions, datasets_[name])
             for name, output in outputs.items()
@@ -557,18 +560,19 @@ class MultiTaskTrainer(Trainer):
         return MultiTaskPredictionOutput(predictions=predictions, metrics=metrics)
 
     def _run_tasks(
-        self, loaders: dict[str, Callable[[], DataLoader]], description: str, ignore_keys: list[str] | None,
-        prefix: str,
+        self, loaders: dict[str, Callable[[], DataLoader]], datasets_: dict[str, Any], description: str,
+        ignore_keys: list[str] | None, prefix: str,
     ) -> tuple[dict[str, float], dict[str, Any]]:
-        """Trainer's `evaluation_loop` over each task's loader, every row in order; the tasks' metrics plus the
-        combined ones and the speed of the whole pass."""
+        """Trainer's `evaluation_loop` over each task's loader, every row in order; the tasks' metrics (each computed
+        with its dataset at hand, for types that score inputs made of several rows) plus the combined ones and the
+        speed of the whole pass."""
         start_time = time.time()
         metrics: dict[str, float] = {}
         outputs: dict[str, Any] = {}
         num_samples = num_steps = 0
         with self._every_row_in_order():
             for name, make_loader in loaders.items():
-                self._current_task = name
+                self._current_task, self._current_dataset = name, datasets_[name]
                 output = self.evaluation_loop(
                     make_loader(), description=f"{description} ({name})", ignore_keys=ignore_keys,
                     metric_key_prefix=f"{prefix}_{name}",
@@ -577,16 +581,17 @@ class MultiTaskTrainer(Trainer):
                 metrics.update(output.metrics)
                 num_samples += output.num_samples
                 num_steps += math.ceil(output.num_samples / (self.args.eval_batch_size * self.args.world_size))
-        self._current_task = None
+        self._current_task = self._current_dataset = None
         self._add_combined_metrics(metrics, prefix)
         metrics.update(speed_metrics(prefix, start_time, num_samples=num_samples, num_steps=num_steps))
         return metrics, outputs
 
     @staticmethod
     def _to_label_space(spec: TaskSpec, outputs: np.ndarray, dataset: Any) -> list[Any]:
-        """What evaluation kept of the logits -> one prediction per row, in label space (see `TaskType.predictions`)."""
+        """What evaluation kept of the logits of every row of `dataset` -> predictions in label space (see
+        `TaskType.predictions`): one per row, or per input row for extractive QA, whose inputs span windows."""
         if len(outputs) != len(dataset):
-            raise RuntimeError(f"Task {spec.name!r}: {len(outputs)} predictions for {len(dataset)} rows")
+            raise RuntimeError(f"Task {spec.name!r}: {len(outputs)} outputs for {len(dataset)} rows")
         return get_task_type(spec).predictions(spec, outputs, dataset)
 
     # ---- model card ---------------------------------------------------------------------------------------

@@ -3,7 +3,8 @@
 Each rank writes what it saw: world size, the `(task, row ids)` of every batch it trained (recorded as the batches
 reached `training_step`), its final weights, its evaluation metrics and predictions, and whether `predict` over an
 odd-sized eval set equals a plain one-process pass of the same model. `python multiprocess_train.py OUT` trains the
-topic and NER tasks; `... OUT types` a pair classification, a regression and a multilabel task.
+topic and NER tasks; `... OUT types` a pair classification, a regression and a multilabel task; `... OUT qa` an
+extractive QA task (contexts of several windows) and the topic task.
 """
 
 from __future__ import annotations
@@ -25,11 +26,14 @@ from tests.trainer_fixtures import (
     MULTIPROCESS_TYPES_ARGS,
     MOOD,
     SAME,
+    TOPIC,
     TOPIC_SET,
+    WHERE,
     RecordingTrainer,
     make_model,
     make_tokenizer,
     tokenized,
+    tokenized_qa,
     tokenized_types,
 )
 from mtl_hf.task_types import get_task_type
@@ -37,11 +41,11 @@ from mtl_hf.task_types import get_task_type
 
 def main(out_dir: Path, suite: str) -> None:
     args = MultiTaskTrainingArguments(str(out_dir / "run"),
-                                      **(MULTIPROCESS_TYPES_ARGS if suite == "types" else MULTIPROCESS_ARGS))
+                                      **(MULTIPROCESS_ARGS if suite == "topic_ner" else MULTIPROCESS_TYPES_ARGS))
     rank = args.process_index
     tokenizer = make_tokenizer(out_dir / f"tokenizer{rank}")
-    make_data = tokenized_types if suite == "types" else tokenized
-    specs = {"specs": (SAME, MOOD, TOPIC_SET)} if suite == "types" else {}
+    make_data = {"types": tokenized_types, "qa": tokenized_qa}.get(suite, tokenized)
+    specs = {"types": {"specs": (SAME, MOOD, TOPIC_SET)}, "qa": {"specs": (WHERE, TOPIC)}}.get(suite, {})
     train = make_data(tokenizer, MULTIPROCESS_TRAIN_SIZE, seed=MULTIPROCESS_TRAIN_SEED)
     dev = make_data(tokenizer, MULTIPROCESS_DEV_SIZE, seed=MULTIPROCESS_DEV_SEED)
     trainer = RecordingTrainer(model=make_model(tokenizer.vocab_size, **specs), args=args, train_dataset=train,

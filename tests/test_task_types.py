@@ -40,7 +40,7 @@ from mtl_hf.data import (
     preprocess_task,
     resolve_labels,
 )
-from mtl_hf.metrics import MultiLabelMetric, RegressionMetric, main_metric
+from mtl_hf.metrics import MultiLabelMetric, RegressionMetric, SquadMetric, main_metric
 from mtl_hf.modeling_multitask import task_loss
 from mtl_hf.pipeline import MultiTaskPipeline
 from mtl_hf.task_types import TaskType, get_task_type
@@ -55,18 +55,22 @@ from tests.trainer_fixtures import (
     MULTIPROCESS_TRAIN_SEED,
     MULTIPROCESS_TRAIN_SIZE,
     SAME,
+    TOPIC,
     TOPIC_SET,
     TOPIC_WORDS,
+    WHERE,
     make_tokenizer,
     pair_rows,
+    qa_rows,
     sentiment_rows,
+    tokenized_qa,
     tokenized_types,
     topic_set_rows,
 )
 from tests.trainer_fixtures import make_model as make_fixture_model
 
 REPO = Path(__file__).resolve().parents[1]
-TYPE_NAMES = {"classification", "regression", "multilabel", "ner"}
+TYPE_NAMES = {"classification", "regression", "multilabel", "ner", "extractive_qa"}
 TOPICS = sorted(TOPIC_WORDS)  # business, sport, tech
 
 
@@ -91,14 +95,15 @@ def words(text: str) -> list[str]:
 # ---- 1. registry -------------------------------------------------------------------------------------------------
 
 
-def test_registry_holds_the_four_built_in_types() -> None:
+def test_registry_holds_the_five_built_in_types() -> None:
     assert set(TASK_TYPES) == TYPE_NAMES
     for name in TYPE_NAMES:
         task_type = get_task_type(name)
         assert isinstance(task_type, TaskType)
         assert task_type.name == name
-        assert get_task_type(TaskSpec(name="t", type=name, labels=None if name == "regression" else ["x"])) is task_type
-    assert len({id(get_task_type(name)) for name in TYPE_NAMES}) == 4
+        labels = ["x"] if TASK_TYPES[name].has_labels else None
+        assert get_task_type(TaskSpec(name="t", type=name, labels=labels)) is task_type
+    assert len({id(get_task_type(name)) for name in TYPE_NAMES}) == 5
     with pytest.raises(ValueError, match="Unknown task type 'pos'"):
         get_task_type("pos")
 
@@ -377,7 +382,7 @@ def test_regression_metric() -> None:
     spec = TaskSpec(name="score", type="regression")
     kept = get_task_type(spec).logits_for_metrics(spec, torch.tensor([[1.0], [2.0], [3.0], [10.0]]))
     assert kept.tolist() == predictions
-    assert get_task_type(spec).compute_metrics(spec, kept.numpy(), np.array(references)) == pytest.approx(scores)
+    assert get_task_type(spec).compute_metrics(spec, kept.numpy(), np.array(references), None) == pytest.approx(scores)
 
 
 def test_multilabel_metric() -> None:
@@ -401,7 +406,7 @@ def test_multilabel_metric() -> None:
     kept = get_task_type(spec).logits_for_metrics(spec, logits)
     assert kept.tolist() == [[1, 0, 1, 0], [0, 1, 0, 0]]
     assert get_task_type(spec).predictions(spec, kept.numpy(), None) == [["a", "c"], ["b"]]
-    from_type = get_task_type(spec).compute_metrics(spec, np.array(predictions), gold.astype(np.float32))
+    from_type = get_task_type(spec).compute_metrics(spec, np.array(predictions), gold.astype(np.float32), None)
     assert from_type == pytest.approx(scores)
 
 
@@ -511,10 +516,12 @@ def test_a_pair_reaches_the_model_as_training_encodes_it(served, bert_tokenizer,
 
 def test_a_string_for_pair_tasks_only_is_refused(served) -> None:
     _, pipe = served
-    with pytest.raises(ValueError, match="nli.*text pairs"):
+    with pytest.raises(ValueError, match=r"Input 0 is a text \(a string\), which no requested task reads: nli read "
+                                         "a text pair"):
         pipe("john visited paris", tasks=["nli"])
-    with pytest.raises(ValueError, match="single texts"):
-        pipe({"text": "john", "text_pair": "mary"}, tasks=["topic", "score"])
+    with pytest.raises(ValueError, match="Input 1 is a text pair .* which no requested task reads: topic, score read "
+                                         r"a text \(a string\)"):
+        pipe(["john", {"text": "john", "text_pair": "mary"}], tasks=["topic", "score"])
 
 
 def test_regression_returns_the_models_score(served, bert_tokenizer) -> None:
@@ -698,3 +705,45 @@ def test_the_card_says_which_main_metric_the_task_file_chose() -> None:
     assert ("- sim: `spearmanr`, chosen in the task file instead of the type's `pearson` (Pearson's correlation"
             in card)
     assert "- score: `pearson`, Pearson's correlation of the predicted with the true scores" in card
+
+
+def test_two_processes_gather_every_window_of_a_question_before_answering(tmp_path: Path) -> None:
+    """Extractive QA and topics on two gloo ranks, with contexts of several windows and an odd number of windows in
+    the eval set (so the ranks' shards are padded and a question's windows are split between the ranks): the weights
+    end where one process ends after the same global batches (the span loss's item count is examples), predict()
+    gives one answer per question, in order, equal to one process's, and the gathered metrics are SQuAD's of those
+    answers."""
+    accelerate = shutil.which("accelerate") or str(Path(sys.executable).with_name("accelerate"))
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
+    result = subprocess.run(
+        [accelerate, "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
+         "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(free_port()),
+         str(REPO / "tests" / "multiprocess_train.py"), str(tmp_path), "qa"],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=240,
+    )
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-4000:]
+    reports = [json.loads((tmp_path / f"rank{rank}.json").read_text()) for rank in (0, 1)]
+    assert [r["world_size"] for r in reports] == [2, 2]
+    trained = reports[0]["trained"]
+    assert {task for task, _ in trained} == {"where", "topic"}
+
+    weights = [torch.load(tmp_path / f"weights{rank}.pt") for rank in (0, 1)]
+    tokenizer = make_tokenizer(tmp_path / "tokenizer")
+    start = make_fixture_model(tokenizer.vocab_size, specs=(WHERE, TOPIC))
+    reference = copy.deepcopy(start)
+    data = tokenized_qa(tokenizer, MULTIPROCESS_TRAIN_SIZE, seed=MULTIPROCESS_TRAIN_SEED)
+    global_batches = [(task, rows_0 + rows_1) for (task, rows_0), (_, rows_1) in zip(*(r["trained"] for r in reports))]
+    sgd_on_batches(reference, data, tokenizer, global_batches, lr=MULTIPROCESS_TYPES_ARGS["learning_rate"])
+    assert max_difference(reference.state_dict(), start.state_dict()) > 0.02  # training moved the weights
+    assert max_difference(weights[0], reference.state_dict()) < 1e-5
+
+    dev = tokenized_qa(tokenizer, MULTIPROCESS_DEV_SIZE, seed=MULTIPROCESS_DEV_SEED)["where"]
+    assert len(dev) % 2 == 1 and len(dev) > MULTIPROCESS_DEV_SIZE  # odd, and some questions span windows
+    gold = qa_rows(MULTIPROCESS_DEV_SIZE, MULTIPROCESS_DEV_SEED, filler=(4, 28))["answers"]
+    for report in reports:
+        predicted, single = report["predictions"]["where"], report["single_process_predictions"]["where"]
+        assert predicted == reports[0]["predictions"]["where"] == single
+        assert len(predicted) == MULTIPROCESS_DEV_SIZE
+        scores = SquadMetric().compute(predictions=predicted, references=[answer["text"] for answer in gold])
+        assert report["metrics"]["eval_where_f1"] == pytest.approx(scores["f1"])
+        assert report["metrics"]["eval_where_exact_match"] == pytest.approx(scores["exact_match"])

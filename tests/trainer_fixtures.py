@@ -136,6 +136,36 @@ def tokenized_types(tokenizer: transformers.PreTrainedTokenizerBase, n: int, see
                                        (TOPIC_SET, topic_set_rows(n, seed + 2))), split)
 
 
+# Extractive QA on toy data: where someone lives, in a context of filler words (its windows in a long context).
+WHERE = TaskSpec(name="where", type="extractive_qa", doc_stride=8)
+
+
+def qa_rows(n: int, seed: int, filler: tuple[int, int] = (2, 12)) -> dict[str, list]:
+    """`{"id", "question", "context", "answers"}` rows: "where does X live ?" over a context with one "X lives in
+    PLACE" among filler words (``filler``: how many before and after, at random in that range); the answer is the
+    place, with its character offset."""
+    rng = random.Random(seed)
+    rows: dict[str, list] = {"id": [], "question": [], "context": [], "answers": []}
+    for i in range(n):
+        person, place = rng.choice(PERSONS[:2] + PERSONS[3:4]), rng.choice(PLACES[:5])
+        before = " ".join(rng.choice(FILLER) for _ in range(rng.randint(*filler)))
+        after = " ".join(rng.choice(FILLER) for _ in range(rng.randint(*filler)))
+        head = f"{before} {' '.join(person)} lives in "
+        rows["id"].append(f"q{seed}-{i}")
+        rows["question"].append(f"where does {' '.join(person)} live ?")
+        rows["context"].append(f"{head}{place[0]} {after} .")
+        rows["answers"].append({"text": [place[0]], "answer_start": [len(head)]})
+    return rows
+
+
+def tokenized_qa(tokenizer: transformers.PreTrainedTokenizerBase, n: int, seed: int = 0,
+                 split: str = "train") -> dict[str, datasets.Dataset]:
+    """`{task: tokenized split}` of the toy QA task (contexts of several 48-token windows) and the topic task, with
+    `ROW_ID`s (of windows, for QA)."""
+    return _tokenize_tasks(tokenizer, ((WHERE, qa_rows(n, seed, filler=(4, 28))), (TOPIC, topic_rows(n, seed + 1))),
+                           split, max_seq_length=48)
+
+
 def write_task_files(data: Path) -> None:
     """The toy tasks as files a task file can name: `topic_{train,dev,test}.jsonl` (columns `sentence`, `category`)
     and `ner_{train,dev,test}.conll`, with 24, 9 and 7 examples."""
@@ -159,12 +189,12 @@ def tokenized(
 
 
 def _tokenize_tasks(tokenizer: transformers.PreTrainedTokenizerBase, tasks: tuple[tuple[TaskSpec, dict], ...],
-                    split: str) -> dict[str, datasets.Dataset]:
+                    split: str, max_seq_length: int = 32) -> dict[str, datasets.Dataset]:
     """Each `(spec, rows)` as one tokenized split, every row carrying its `ROW_ID`."""
     out = {}
     for spec, rows in tasks:
         raw = datasets.DatasetDict({split: datasets.Dataset.from_dict(rows)})
-        dataset = preprocess_task(spec, raw, tokenizer, max_seq_length=32)[split]
+        dataset = preprocess_task(spec, raw, tokenizer, max_seq_length=max_seq_length)[split]
         out[spec.name] = dataset.add_column(ROW_ID, list(range(len(dataset))))
     return out
 

@@ -10,7 +10,8 @@ What a *saved model* must know of a type (its head's shape, its loss, its fields
 ``configuration_multitask.TASK_TYPES``, which travels with the weights for ``trust_remote_code`` loading.
 
 Built-in types: ``classification`` (single-label, single texts or pairs), ``regression`` (one float, single texts
-or pairs), ``multilabel`` (any number of labels per text) and ``ner`` (one tag per word). A new type is one module
+or pairs), ``multilabel`` (any number of labels per text), ``ner`` (one tag per word) and ``extractive_qa`` (an
+answer span of a context). A new type is one module
 that subclasses :class:`TaskType` (or :class:`~mtl_hf.task_types.sequence.SequenceTaskType` for one output vector per
 input) and calls :func:`register_task_type`.
 """
@@ -28,6 +29,7 @@ _BUILTIN_MODULES = {
     "regression": "regression",
     "multilabel": "multilabel",
     "ner": "token_classification",
+    "extractive_qa": "extractive_qa",
 }
 _REGISTRY: dict[str, TaskType] = {}
 

@@ -66,7 +66,8 @@ class TaskType:
     ``combined_score`` unless the task file names another (``main_metric``); ``lower_is_better`` the metrics that
     cannot be a main metric, since ``combined_score`` is a mean of higher-is-better scores; ``pipeline_tag`` the
     Hub pipeline tag of the task in the model card; ``pipeline_options`` the keyword options its pipeline results
-    take (``MultiTaskPipeline.__call__`` refuses any other).
+    take (``MultiTaskPipeline.__call__`` refuses any other); ``prediction_suffix`` the extension of its
+    ``predict_results_<task>`` file.
     """
 
     name: ClassVar[str]
@@ -75,6 +76,7 @@ class TaskType:
     lower_is_better: ClassVar[frozenset[str]] = frozenset()
     pipeline_tag: ClassVar[str] = "text-classification"
     pipeline_options: ClassVar[frozenset[str]] = frozenset()
+    prediction_suffix: ClassVar[str] = ".txt"
 
     # ---- labels and data ------------------------------------------------------------------------------------------
 
@@ -85,6 +87,11 @@ class TaskType:
     def input_columns(self, spec: TaskSpec) -> list[str]:
         """The columns every split needs besides the label column."""
         return [spec.text_column_name]
+
+    def load_file(self, spec: TaskSpec, where: str, path: str, cache_dir: str | None) -> "datasets.Dataset | None":
+        """Read a data file in a layout of this type's own (SQuAD's nested JSON for extractive QA), or ``None`` to
+        leave it to datasets' JSON/CSV builders."""
+        return None
 
     def encode_split(self, context: SplitContext, dataset: "datasets.Dataset") -> SplitEncoding:
         """Validate and tokenize one split with ``Dataset.map`` (batched, cached), naming any bad row."""
@@ -117,8 +124,11 @@ class TaskType:
         so that no eval set's logits must fit in memory."""
         return logits.argmax(dim=-1)
 
-    def compute_metrics(self, spec: TaskSpec, predictions: np.ndarray, label_ids: np.ndarray) -> dict[str, float]:
-        """The task's scores from what ``logits_for_metrics`` kept and the collated labels, over a whole eval set."""
+    def compute_metrics(
+        self, spec: TaskSpec, predictions: np.ndarray, label_ids: np.ndarray, dataset: "datasets.Dataset"
+    ) -> dict[str, float]:
+        """The task's scores from what ``logits_for_metrics`` kept and the collated labels, over a whole eval set
+        (``dataset``, the encoded rows in the same order, for types that score whole inputs made of several rows)."""
         raise NotImplementedError
 
     # ---- predictions ----------------------------------------------------------------------------------------------
@@ -127,11 +137,17 @@ class TaskType:
         """What ``logits_for_metrics`` kept, in label space: one prediction per row of ``dataset``, in order."""
         raise NotImplementedError
 
-    def prediction_file(self, spec: TaskSpec, predictions: list[Any]) -> str:
-        """The text of ``predict_results_<task>.txt``: ``index<TAB>prediction`` per row, as run_glue.py writes it."""
+    def prediction_file(self, spec: TaskSpec, predictions: list[Any], dataset: "datasets.Dataset") -> str:
+        """The text of ``predict_results_<task><prediction_suffix>`` for the predictions of ``dataset``'s rows: by
+        default ``index<TAB>prediction`` per row, as run_glue.py writes it."""
         return "index\tprediction\n" + "".join(f"{i}\t{value}\n" for i, value in enumerate(predictions))
 
     # ---- pipeline -------------------------------------------------------------------------------------------------
+
+    def pipeline_input(self, spec: TaskSpec) -> str:
+        """What one pipeline input of this task is: ``"text"`` (a string), ``"text_pair"`` (``{"text",
+        "text_pair"}``) or ``"question"`` (``{"question", "context"}``)."""
+        return "text_pair" if spec.takes_pairs else "text"
 
     def pipeline_scores(self, spec: TaskSpec, logits: torch.Tensor) -> torch.Tensor:
         """A batch's logits as the scores the pipeline gathers (probabilities, or values for regression)."""

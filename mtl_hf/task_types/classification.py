@@ -36,7 +36,9 @@ class ClassificationTaskType(SequenceTaskType):
     def label_feature(self, spec: TaskSpec) -> Any:
         return datasets.Value("int64")
 
-    def compute_metrics(self, spec: TaskSpec, predictions: np.ndarray, label_ids: np.ndarray) -> dict[str, float]:
+    def compute_metrics(
+        self, spec: TaskSpec, predictions: np.ndarray, label_ids: np.ndarray, dataset: datasets.Dataset
+    ) -> dict[str, float]:
         return ClassificationMetric().compute(predictions=predictions.tolist(), references=label_ids.tolist())
 
     def predictions(self, spec: TaskSpec, outputs: np.ndarray, dataset: datasets.Dataset) -> list[str]:

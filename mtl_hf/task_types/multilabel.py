@@ -96,17 +96,19 @@ class MultiLabelTaskType(SequenceTaskType):
     def logits_for_metrics(self, spec: TaskSpec, logits: torch.Tensor) -> torch.Tensor:
         return (logits.float().sigmoid() >= spec.threshold).long()
 
-    def compute_metrics(self, spec: TaskSpec, predictions: np.ndarray, label_ids: np.ndarray) -> dict[str, float]:
+    def compute_metrics(
+        self, spec: TaskSpec, predictions: np.ndarray, label_ids: np.ndarray, dataset: datasets.Dataset
+    ) -> dict[str, float]:
         return MultiLabelMetric().compute(predictions=predictions.astype(np.int64).tolist(),
                                           references=(label_ids > 0.5).astype(np.int64).tolist())
 
     def predictions(self, spec: TaskSpec, outputs: np.ndarray, dataset: datasets.Dataset) -> list[list[str]]:
         return [[spec.id2label[int(i)] for i in np.flatnonzero(row)] for row in outputs]
 
-    def prediction_file(self, spec: TaskSpec, predictions: list[list[str]]) -> str:
+    def prediction_file(self, spec: TaskSpec, predictions: list[list[str]], dataset: datasets.Dataset) -> str:
         """``index<TAB>labels`` with the labels joined by the task's delimiter (empty when none passed)."""
         joined = [spec.label_delimiter.join(labels) for labels in predictions]
-        return super().prediction_file(spec, joined)
+        return super().prediction_file(spec, joined, dataset)
 
     def pipeline_scores(self, spec: TaskSpec, logits: torch.Tensor) -> torch.Tensor:
         return logits.float().sigmoid()

@@ -55,7 +55,9 @@ class RegressionTaskType(SequenceTaskType):
     def logits_for_metrics(self, spec: TaskSpec, logits: torch.Tensor) -> torch.Tensor:
         return logits.float().squeeze(-1)
 
-    def compute_metrics(self, spec: TaskSpec, predictions: np.ndarray, label_ids: np.ndarray) -> dict[str, float]:
+    def compute_metrics(
+        self, spec: TaskSpec, predictions: np.ndarray, label_ids: np.ndarray, dataset: datasets.Dataset
+    ) -> dict[str, float]:
         return RegressionMetric().compute(predictions=predictions.reshape(-1).tolist(),
                                           references=label_ids.reshape(-1).tolist())
 

@@ -129,7 +129,9 @@ class TokenClassificationTaskType(TaskType):
         """Entity ``f1``; ``token_accuracy`` for prefix-less tag sets, which delimit no entities."""
         return spec.main_metric or ("token_accuracy" if spec.tag_scheme == "IO" else self.default_main_metric)
 
-    def compute_metrics(self, spec: TaskSpec, predictions: np.ndarray, label_ids: np.ndarray) -> dict[str, float]:
+    def compute_metrics(
+        self, spec: TaskSpec, predictions: np.ndarray, label_ids: np.ndarray, dataset: datasets.Dataset
+    ) -> dict[str, float]:
         id2label = spec.id2label
         keep = label_ids != -100
         references = [[id2label[int(i)] for i in row[mask]] for row, mask in zip(label_ids, keep)]
@@ -158,7 +160,7 @@ class TokenClassificationTaskType(TaskType):
             tags_per_sentence.append(tags)
         return tags_per_sentence
 
-    def prediction_file(self, spec: TaskSpec, predictions: list[list[str]]) -> str:
+    def prediction_file(self, spec: TaskSpec, predictions: list[list[str]], dataset: datasets.Dataset) -> str:
         """One line of space-separated tags per sentence, as run_ner.py writes them."""
         return "".join(" ".join(tags) + "\n" for tags in predictions)
 
