@@ -51,9 +51,11 @@ class TaskTypeInfo:
     outputs: int | None = None
 
 
-# Extractive QA: the defaults of transformers' run_qa.py. `dropout` 0: transformers' QA heads apply none.
+# Extractive QA: the defaults of transformers' run_qa.py. `dropout` 0: transformers' QA heads apply none. An unset
+# `doc_stride` is min(128, half the window), as transformers' QA pipeline sets it (run_qa.py's 128 assumes windows
+# of 384), resolved where the window length is known.
 QA_DEFAULTS = (
-    ("doc_stride", 128), ("max_answer_length", 30), ("n_best_size", 20), ("version_2_with_negative", False),
+    ("max_answer_length", 30), ("n_best_size", 20), ("version_2_with_negative", False),
     ("null_score_diff_threshold", 0.0), ("dropout", 0.0),
 )
 TASK_TYPES: dict[str, TaskTypeInfo] = {
@@ -74,7 +76,7 @@ TASK_TYPES: dict[str, TaskTypeInfo] = {
     ),
     "extractive_qa": TaskTypeInfo(
         "span", "span", has_labels=False, outputs=2,
-        fields=tuple(name for name, _ in QA_DEFAULTS if name != "dropout"), defaults=QA_DEFAULTS,
+        fields=("doc_stride", *(name for name, _ in QA_DEFAULTS if name != "dropout")), defaults=QA_DEFAULTS,
         columns=(("context_column_name", "context"), ("question_column_name", "question"),
                  ("answers_column_name", "answers")),
         label_field="answers_column_name",
@@ -375,7 +377,7 @@ def _type_fields() -> dict[str, tuple[str, ...]]:
 
 
 # Model fields left out of config.json while unset.
-_OPTIONAL_MODEL_FIELDS = ("main_metric", "text_pair_column_name")
+_OPTIONAL_MODEL_FIELDS = ("main_metric", "text_pair_column_name", "doc_stride")
 
 
 def _spec_from_config(task: dict[str, Any]) -> TaskSpec:

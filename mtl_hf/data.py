@@ -276,7 +276,7 @@ class DataSource:
     """
 
     path: str
-    kind: str  # "conll", "json", "csv" or "tsv"
+    kind: str  # "conll", "json", "csv", "tsv" or "document" (a layout its task type reads; rows are not lines)
     dataset: datasets.Dataset
 
 
@@ -289,6 +289,8 @@ def _file_line(path: str, kind: str, num_rows: int, row: int) -> int | None:
     the file holds exactly ``num_rows`` rows, so a file read differently from what is assumed here never gets a
     wrong line.
     """
+    if kind == "document":
+        return None  # rows of a nested document (SQuAD JSON) do not start on lines of their own
     if kind == "conll":
         starts = [first_line for first_line, _, _ in _conll_sentences(path)]
     elif kind == "json":
@@ -358,9 +360,7 @@ def load_raw_datasets(spec: TaskSpec, cache_dir: str | None = None) -> RawDatase
             )
     elif files:
         for split, path in files.items():
-            raw[split] = _load_file(spec, split, path, cache_dir)
-            suffix = Path(path).suffix.lower()
-            kind = "conll" if suffix in CONLL_EXTENSIONS else {".jsonl": "json", ".tsv": "tsv"}.get(suffix, suffix[1:])
+            raw[split], kind = _load_file(spec, split, path, cache_dir)
             raw.sources[split] = DataSource(path, kind, raw[split])
     else:
         raise ValueError(
@@ -412,7 +412,9 @@ def _load_named_dataset(spec: TaskSpec, cache_dir: str | None) -> datasets.Datas
         ) from err
 
 
-def _load_file(spec: TaskSpec, split: str, path: str, cache_dir: str | None) -> datasets.Dataset:
+def _load_file(spec: TaskSpec, split: str, path: str, cache_dir: str | None) -> tuple[datasets.Dataset, str]:
+    """One split's file as a dataset, and its kind for :func:`_file_line` ("conll", "json", "csv", "tsv", or
+    "document" for a layout the task type reads itself, whose rows are not lines)."""
     where = f"Task {spec.name!r}, split {split!r}"
     if not os.path.isfile(path):
         raise FileNotFoundError(f"{where}: file {path!r} not found")
@@ -426,14 +428,17 @@ def _load_file(spec: TaskSpec, split: str, path: str, cache_dir: str | None) -> 
         raise ValueError(f"{where}: unsupported file type {suffix or '(none)'!r} of {path!r}; expected one of {known}")
     _check_utf8(path, where)
     if suffix in CONLL_EXTENSIONS:
-        return _load_conll(spec, where, path, cache_dir)
+        return _load_conll(spec, where, path, cache_dir), "conll"
     own = get_task_type(spec).load_file(spec, where, path, cache_dir)
     if own is not None:
-        return own
+        return own, "document"
     builder, kwargs = FILE_BUILDERS[suffix]
+    kind = {".jsonl": "json", ".tsv": "tsv"}.get(suffix, suffix[1:])
     try:
         with _quiet_datasets_readers():
-            return datasets.load_dataset(builder, data_files={split: path}, split=split, cache_dir=cache_dir, **kwargs)
+            dataset = datasets.load_dataset(builder, data_files={split: path}, split=split, cache_dir=cache_dir,
+                                            **kwargs)
+        return dataset, kind
     except DatasetGenerationError as err:
         # datasets wraps the parser's error; name the file's line where we can find it ourselves: the parsers count
         # rows within a block of the file ("in row 2212" of a later block), not lines of the file.

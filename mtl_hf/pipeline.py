@@ -491,18 +491,18 @@ class MultiTaskPipeline:
             task_type = get_task_type(group[0])
             for first in range(0, len(items), batch_size):
                 chunk = items[first : first + batch_size]
-                encoded, windows = task_type.pipeline_encode(group[0], self.tokenizer, chunk, self.max_length)
                 gathered: dict[str, list[list[Any]]] = {spec.name: [[] for _ in chunk] for spec in group}
-                for start in range(0, len(windows), batch_size):
-                    part = windows[start : start + batch_size]
-                    length = max(len(offsets) for _, offsets in part)  # right padding: cut what the part needs
-                    inputs = {key: encoded[key][start : start + batch_size, :length]
-                              for key in ("input_ids", "attention_mask", "token_type_ids") if key in encoded}
-                    with torch.no_grad():
-                        scores = self._forward(inputs, group)
-                    for row, (source, offsets) in enumerate(part):
-                        for spec in group:
-                            gathered[spec.name][source].append((scores[spec.name][row].numpy(), offsets))
+                for encoded, windows in task_type.pipeline_encode(group[0], self.tokenizer, chunk, self.max_length):
+                    for start in range(0, len(windows), batch_size):
+                        part = windows[start : start + batch_size]
+                        length = max(len(offsets) for _, offsets in part)  # right padding: cut what the part needs
+                        inputs = {key: encoded[key][start : start + batch_size, :length]
+                                  for key in ("input_ids", "attention_mask", "token_type_ids") if key in encoded}
+                        with torch.no_grad():
+                            scores = self._forward(inputs, group)
+                        for row, (source, offsets) in enumerate(part):
+                            for spec in group:
+                                gathered[spec.name][source].append((scores[spec.name][row].numpy(), offsets))
                 for position, item in enumerate(chunk):
                     for spec in group:
                         results[first + position][spec.name] = task_type.pipeline_answer(

@@ -10,6 +10,7 @@ with the code under test.
 from __future__ import annotations
 
 import copy
+import itertools
 import json
 import logging
 import math
@@ -36,7 +37,7 @@ from mtl_hf.data import load_raw_datasets, preprocess_task
 from mtl_hf.metrics import SquadMetric
 from mtl_hf.modeling_multitask import LOSSES, span_loss
 from mtl_hf.task_types import get_task_type
-from mtl_hf.task_types.extractive_qa import best_answer
+from mtl_hf.task_types.extractive_qa import best_answer, doc_stride
 from tests.conftest import tiny_encoder_config
 from tests.trainer_fixtures import NER, TOPIC, WHERE, make_model, ner_rows, qa_rows
 
@@ -57,8 +58,11 @@ def answer_of(rows: dict[str, list], i: int) -> tuple[str, int]:
 
 def test_a_qa_spec_has_run_qa_defaults_and_its_own_columns() -> None:
     spec = TaskSpec(name="qa", type="extractive_qa")
-    # transformers' run_qa.py defaults; no head dropout, as transformers' QA heads have none.
-    assert (spec.doc_stride, spec.max_answer_length, spec.n_best_size) == (128, 30, 20)
+    # transformers' run_qa.py defaults; no head dropout, as transformers' QA heads have none. An unset doc_stride is
+    # min(128, half the window), as transformers' QA pipeline sets it: run_qa.py's 128 fits its windows of 384 only.
+    assert (spec.doc_stride, spec.max_answer_length, spec.n_best_size) == (None, 30, 20)
+    assert [doc_stride(spec, length) for length in (384, 256, 128, 64)] == [128, 128, 64, 32]
+    assert doc_stride(TaskSpec(name="qa", type="extractive_qa", doc_stride=100), 128) == 100
     assert spec.version_2_with_negative is False and spec.null_score_diff_threshold == 0.0
     assert spec.dropout == 0.0
     assert (spec.context_column_name, spec.question_column_name, spec.answers_column_name) == (
@@ -151,7 +155,7 @@ def _inputs(lengths: list[int], width: int) -> dict[str, torch.Tensor]:
         input_ids[row, length:] = 0
     token_type_ids = torch.zeros(len(lengths), width, dtype=torch.long)
     token_type_ids[:, 3:] = 1
-    return dict(input_ids=input_ids, attention_mask=attention_mask * 1, token_type_ids=token_type_ids * attention_mask)
+    return {"input_ids": input_ids, "attention_mask": attention_mask, "token_type_ids": token_type_ids * attention_mask}
 
 
 def test_the_model_is_bert_for_question_answering_with_the_same_weights() -> None:
@@ -262,8 +266,8 @@ def test_a_long_context_is_cut_into_overlapping_windows_labelled_with_the_answer
         assert holding >= 1
         # Together the windows cover the whole context; consecutive ones share `doc_stride` tokens of it, and every
         # window but the last is full.
-        assert spans[0][0][0] == 0 and spans[-1][-1][1] == len(context) - 0
-        for previous, following in zip(spans, spans[1:]):
+        assert spans[0][0][0] == 0 and spans[-1][-1][1] == len(context)
+        for previous, following in itertools.pairwise(spans):
             assert previous[-doc_stride:] == following[:doc_stride]
             assert len(previous) == room
     assert len(data) > 2 * len(rows["id"])  # contexts this long really need several windows
@@ -316,6 +320,16 @@ def test_answers_that_are_not_squad_answers_name_the_row(bert_tokenizer) -> None
         preprocess_task(WHERE, raw(**rows), bert_tokenizer, max_seq_length=32)
 
 
+def test_answers_without_text_and_answer_start_name_the_row(bert_tokenizer) -> None:
+    """Answers in another layout (`{"answer", "start"}`, as a user's own data might hold them) are an error naming
+    the row and the column, not a KeyError from inside the encoding."""
+    rows = qa_rows(3, seed=0)
+    rows["answers"] = [{"answer": a["text"][0], "start": a["answer_start"][0]} for a in rows["answers"]]
+    with pytest.raises(ValueError, match=r"Task 'where', split 'train', row 0, column 'answers': expected "
+                                         r"\{\"text\": \[\.\.\.\], \"answer_start\": \[\.\.\.\]\}, got dict"):
+        preprocess_task(WHERE, raw(**rows), bert_tokenizer, max_seq_length=32)
+
+
 def test_an_empty_answer_needs_version_2_with_negative(bert_tokenizer) -> None:
     rows = _with_row(qa_rows(4, seed=0), 3, answers={"text": [], "answer_start": []})
     with pytest.raises(ValueError, match=r"Task 'where', split 'train', row 3, column 'answers': no answer; .*"
@@ -345,7 +359,7 @@ def test_a_wrong_answer_start_moves_to_the_nearest_occurrence_with_a_warning(ber
         "question": ["where does mary live ?", "where does john live ?", "where does mary live ?"],
         "context": [context, context, context],
         # Row 0: 3 characters after the second "paris" (nearest: the second); row 1: right; row 2: 4 before the first
-        # one, at the start of "in", (nearest: the first).
+        # one (nearest: the first).
         "answers": [{"text": ["paris"], "answer_start": [second + 3]},
                     {"text": ["paris"], "answer_start": [context.index("paris")]},
                     {"text": ["paris"], "answer_start": [context.index("paris") - 4]}],
@@ -475,6 +489,14 @@ def test_a_malformed_squad_paragraph_names_the_file_and_its_place(tmp_path: Path
         load_raw_datasets(TaskSpec(name="qa", type="extractive_qa", train_file=str(path)))
 
 
+def test_a_squad_file_without_questions_names_the_task_split_and_file(tmp_path: Path) -> None:
+    path = tmp_path / "empty.json"
+    path.write_text(json.dumps({"version": "1.1", "data": [{"title": "t", "paragraphs": [
+        {"context": "john lives in paris .", "qas": []}]}]}))
+    with pytest.raises(ValueError, match=r"Task 'qa', split 'train'.*empty\.json.*no questions in the file"):
+        load_raw_datasets(TaskSpec(name="qa", type="extractive_qa", train_file=str(path)))
+
+
 def test_a_bad_row_of_a_squad_file_is_never_given_a_line_that_does_not_hold_it(tmp_path: Path, bert_tokenizer) -> None:
     """Rows of a nested SQuAD document are not lines: where an error about a row names a line of the file, that line
     must hold the row's question. Here the file has as many lines as questions (4), which a line count cannot tell
@@ -514,8 +536,8 @@ CONTEXT = "alpha beta gamma delta epsilon zeta"
 WORD_SPANS = [(0, 5), (6, 10), (11, 16), (17, 22), (23, 30), (31, 35)]
 
 
-def window(words: list[int | None], starts: dict[int, float], ends: dict[int, float], cls: tuple[float, float] = (50.0, 50.0),
-           fill: float = -30.0) -> tuple[np.ndarray, np.ndarray]:
+def window(words: list[int | None], starts: dict[int, float], ends: dict[int, float],
+           cls: tuple[float, float] = (50.0, 50.0), fill: float = -30.0) -> tuple[np.ndarray, np.ndarray]:
     """A window whose positions hold the given words of CONTEXT (``None``: a token outside the context, with offsets
     -1): logits ``fill`` but at the given positions; [CLS] (position 0) and every other position outside the context
     get very high logits, which must never make an answer."""
@@ -563,6 +585,20 @@ def test_spans_too_long_or_ending_before_they_start_are_never_chosen() -> None:
     # One token only: the best single-token span is window 1's gamma (4 + -30) vs window 0's alpha (-30 + 20).
     answer = best_answer(single, CONTEXT, [w0, w1])
     assert (answer.text, answer.logit_score) == ("alpha", pytest.approx(-10.0))
+
+
+def test_only_the_n_best_starts_and_ends_of_a_window_are_paired() -> None:
+    # Window 0: the best start (beta, 6) and end (alpha, 20) make no span; beta + gamma (6 + 3) is the best span.
+    # Window 1: gamma + zeta (4 + 4.5 = 8.5).
+    w0 = window(W0_WORDS, {3: 6.0}, {2: 20.0, 4: 3.0})
+    w1 = window(W1_WORDS, {2: 4.0}, {5: 4.5})
+    assert best_answer(QA, CONTEXT, [w0, w1]).text == "beta gamma"
+    # With n_best_size 1 window 0 pairs only beta with alpha, which is no span: window 1's answer is left.
+    one = TaskSpec(name="qa", type="extractive_qa", n_best_size=1)
+    answer = best_answer(one, CONTEXT, [w0, w1])
+    assert (answer.text, answer.logit_score) == ("gamma delta epsilon zeta", pytest.approx(8.5))
+    # No window with a valid span at all: no answer, without version_2_with_negative too.
+    assert best_answer(one, CONTEXT, [w0]).text == ""
 
 
 def test_tokens_outside_the_context_are_never_an_answer() -> None:
@@ -647,6 +683,30 @@ def test_squad_scores_follow_squads_normalisation_and_token_f1() -> None:
     assert SquadMetric().compute(predictions=[""], references=[["paris"]]) == {"exact_match": 0.0, "f1": 0.0}
 
 
+def test_compute_metrics_reads_one_answer_per_row_from_all_its_windows(bert_tokenizer) -> None:
+    """Evaluation scores rows, not windows: logits that point at each window's label give every row its answer
+    (and an unanswerable row no answer), whatever the windows without the answer say; the padding evaluation adds
+    beyond a window's length is never read."""
+    spec = TaskSpec(name="where", type="extractive_qa", doc_stride=8, version_2_with_negative=True)
+    rows = _with_row(qa_rows(3, seed=9, filler=(10, 16)), 2, answers={"text": [], "answer_start": []})
+    data = preprocess_task(spec, raw("validation", **rows), bert_tokenizer, max_seq_length=32)["validation"]
+    assert len(data) > 3
+    width = max(len(ids) for ids in data["input_ids"]) + 4
+    logits = np.full((len(data), width, 2), -10.0, dtype=np.float32)
+    for i, (ids, (start, end)) in enumerate(zip(data["input_ids"], data["labels"])):
+        logits[i, start, 0] = logits[i, end, 1] = 10.0  # [CLS] (0, 0) where the window does not hold the answer
+        logits[i, len(ids):] = 100.0  # padding, as evaluation pads windows of different lengths
+    task_type = get_task_type(spec)
+    assert task_type.predictions(spec, logits, data) == [answer_of(rows, 0)[0], answer_of(rows, 1)[0], ""]
+    scores = task_type.compute_metrics(spec, logits, np.array(data["labels"]), data)
+    assert scores == {"exact_match": pytest.approx(1.0), "f1": pytest.approx(1.0)}
+    # Row 0 now says "no answer" in every window: 2 of 3 right.
+    logits[np.array(data["example_id"]) == 0] = np.where(np.arange(width)[:, None] == 0, 10.0, -10.0)
+    assert task_type.predictions(spec, logits, data)[0] == ""
+    scores = task_type.compute_metrics(spec, logits, np.array(data["labels"]), data)
+    assert scores == {"exact_match": pytest.approx(2 / 3, rel=1e-6), "f1": pytest.approx(2 / 3, rel=1e-6)}
+
+
 # ---- 8. training, evaluation, prediction and the pipeline ----------------------------------------------------------
 
 
@@ -658,13 +718,12 @@ def far_answer_rows(n: int, seed: int) -> dict[str, list]:
 @pytest.fixture(scope="module")
 def trained(bert_tokenizer, tmp_path_factory: pytest.TempPathFactory):
     """The toy QA task trained for a few seconds: 32 rows (most of them in 2-3 windows of 32 tokens)."""
-    import os; SEED = int(os.environ.get("QA_SEED", 0))
-    train = preprocess_task(WHERE, raw(**qa_rows(32, seed=SEED)), bert_tokenizer, max_seq_length=32)["train"]
-    model = make_model(bert_tokenizer.vocab_size, specs=(WHERE,), seed=SEED)
+    train = preprocess_task(WHERE, raw(**qa_rows(32, seed=0)), bert_tokenizer, max_seq_length=32)["train"]
+    model = make_model(bert_tokenizer.vocab_size, specs=(WHERE,), seed=0)
     args = MultiTaskTrainingArguments(
         str(tmp_path_factory.mktemp("qa_out")), use_cpu=True, report_to=[], save_strategy="no", disable_tqdm=True,
         learning_rate=1e-2, num_train_epochs=8, per_device_train_batch_size=16, per_device_eval_batch_size=16,
-        seed=SEED, logging_strategy="no",
+        seed=0, logging_strategy="no",
     )
     trainer = MultiTaskTrainer(model=model, args=args, processing_class=bert_tokenizer,
                                train_dataset={"where": train})
@@ -752,22 +811,72 @@ def test_a_mixed_request_routes_strings_to_classification_and_questions_to_qa(tr
     mixed = MultiTaskPipeline(model, bert_tokenizer, max_length=32)
     results = mixed(["the market shares rose", question, "the team won the match"])
     assert [set(result) for result in results] == [{"topic"}, {"where"}, {"topic"}]
-    assert results[1]["where"] == alone
+    assert results[1]["where"] == {**alone, "score": pytest.approx(alone["score"], rel=1e-6)}
     assert all(results[i]["topic"]["label"] in TOPIC.labels for i in (0, 2))
-    assert mixed(question, tasks="where") == {"where": alone}
+    assert mixed(question, tasks="where")["where"] == {**alone, "score": pytest.approx(alone["score"], rel=1e-6)}
     with pytest.raises(ValueError, match=r"Input 0 is a question"):
         mixed([question], tasks="topic")
 
 
-def test_the_pipeline_refuses_a_question_that_leaves_no_room(trained, bert_tokenizer) -> None:
+def test_a_question_that_leaves_little_room_is_served_and_one_that_fills_the_window_refused(trained, bert_tokenizer):
     pipe = MultiTaskPipeline(trained.model, bert_tokenizer, max_length=32)
+    context = "the old john lives in rome today and the new mary works in london ."
+    # 14 + 12 tokens: 3 of 32 left for the context, fewer than doc_stride 8; the pipeline still answers it.
     long_question = "where does john live " + " ".join(["the"] * 12) + " ?"
-    with pytest.raises(ValueError, match=r"Input 1: the question leaves 3 tokens for the context in windows of 32, "
-                                         r"not more than task 'where'.{0,4}doc_stride \(8\)"):
-        pipe([{"question": "where does john live ?", "context": "john lives in rome ."},
-              {"question": long_question, "context": "john lives in rome ."}])
-    with pytest.raises(ValueError, match=r"Input 0: the question and the context must not be empty"):
+    answer = pipe({"question": long_question, "context": context})["where"]
+    assert context[answer["start"]:answer["end"]] == answer["answer"] and 0.0 < answer["score"] <= 1.0
+    with pytest.raises(ValueError, match=r"the question alone fills the window of 32 tokens"):
+        pipe({"question": " ".join(["the"] * 29) + " ?", "context": context})
+    with pytest.raises(ValueError, match=r"the question and the context must not be empty"):
         pipe({"question": "where does john live ?", "context": "  "})
+
+
+def _spans(results: list[dict]) -> list[tuple[str, int, int]]:
+    return [(r["where"]["answer"], r["where"]["start"], r["where"]["end"]) for r in results]
+
+
+def test_an_answer_does_not_depend_on_the_other_questions_of_its_batch(bert_tokenizer, tmp_path: Path) -> None:
+    """A question's windows are its own: served in one batch with a long question (one that leaves fewer than
+    doc_stride tokens for its context), questions over long contexts get the answers they get alone, which are the
+    answers of training's windows. An untrained head, whose answers change with the windows, shows any difference."""
+    model = make_model(bert_tokenizer.vocab_size, specs=(WHERE,), seed=1).eval()
+    pipe = MultiTaskPipeline(model, bert_tokenizer, max_length=32)
+    rows = far_answer_rows(8, seed=700)
+    items = [{"question": q, "context": c} for q, c in zip(rows["question"], rows["context"])]
+    long_question = {"question": "where does john live " + " ".join(["the"] * 12) + " ?",
+                     "context": "john lives in rome ."}
+    alone = pipe(items, batch_size=1)
+    # Training's windows (doc_stride 8) give the answers served alone.
+    test = preprocess_task(WHERE, raw("test", **rows), bert_tokenizer, max_seq_length=32)["test"]
+    assert [answer for answer, _, _ in _spans(alone)] == _predict(model, bert_tokenizer, test, tmp_path)
+    together = pipe([*items, long_question], batch_size=16)[:8]
+    assert _spans(together) == _spans(alone)
+    for mixed, single in zip(together, alone):
+        assert mixed["where"]["score"] == pytest.approx(single["where"]["score"], rel=1e-5)
+
+
+def _predict(model: MultiTaskModel, tokenizer, dataset: datasets.Dataset, folder: Path) -> list[str]:
+    """`MultiTaskTrainer.predict`'s answers for a QA split, without training."""
+    args = MultiTaskTrainingArguments(str(folder / "out"), use_cpu=True, report_to=[], save_strategy="no",
+                                      disable_tqdm=True, per_device_eval_batch_size=8)
+    trainer = MultiTaskTrainer(model=model, args=args, processing_class=tokenizer)
+    return trainer.predict({"where": dataset}).predictions["where"]
+
+
+def test_qa_tasks_with_different_doc_strides_are_each_served_their_own_windows(trained, bert_tokenizer) -> None:
+    model = copy.deepcopy(trained.model)
+    model.add_task(TaskSpec(name="where4", type="extractive_qa", doc_stride=4))
+    model.heads["where4"].load_state_dict(model.heads["where"].state_dict())  # the same head, other windows
+    rows = far_answer_rows(3, seed=600)
+    items = [{"question": q, "context": c} for q, c in zip(rows["question"], rows["context"])]
+    alone = MultiTaskPipeline(trained.model, bert_tokenizer, max_length=32)(items)
+    both = MultiTaskPipeline(model, bert_tokenizer, max_length=32)(items)
+    for i, result in enumerate(both):
+        assert set(result) == {"where", "where4"}
+        expected = alone[i]["where"]  # its own encoding, untouched by the other task's
+        assert result["where"] == {**expected, "score": pytest.approx(expected["score"], rel=1e-6)}
+        place, start = answer_of(rows, i)
+        assert (result["where4"]["answer"], result["where4"]["start"]) == (place, start)
 
 
 # ---- 9. collation --------------------------------------------------------------------------------------------------

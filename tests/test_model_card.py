@@ -15,7 +15,7 @@ import torch
 import transformers
 
 from mtl_hf import MultiTaskConfig, MultiTaskModel, MultiTaskTrainer, MultiTaskTrainingArguments, TaskSpec
-from mtl_hf.model_card import MultiTaskModelCardData, training_curves_figure
+from mtl_hf.model_card import EXAMPLE_QUESTION, MultiTaskModelCardData, training_curves_figure
 from tests.conftest import tiny_encoder_config
 
 REPO = Path(__file__).resolve().parents[1]
@@ -176,14 +176,19 @@ PAIR_TASKS = [
 ]
 
 
+QA_TASK = TaskSpec(name="squad", type="extractive_qa")
+
+
 @pytest.mark.parametrize("tasks", [
     [TOPIC, NER, TaskSpec(name="score", type="regression"),
-     TaskSpec(name="tags", type="multilabel", labels=["a", "b", "c"], threshold=0.3), *PAIR_TASKS],
+     TaskSpec(name="tags", type="multilabel", labels=["a", "b", "c"], threshold=0.3), *PAIR_TASKS, QA_TASK],
     PAIR_TASKS,
-], ids=["every-type", "pairs-only"])
+    [QA_TASK],
+], ids=["every-type", "pairs-only", "qa-only"])
 def test_snippets_read_every_task_type_and_pairs(tasks: list[TaskSpec], tokenizer_dir: Path, tmp_path: Path) -> None:
     """Each task's line in the transformers-only snippet reads its prediction as its type does (a label, a number,
-    a list of labels, a tag per word), pair tasks from a pair encoding; the pipeline snippet serves texts and pairs."""
+    a list of labels, a tag per word, a span of the context), pair tasks from a pair encoding, QA tasks from the
+    question and context; the pipeline snippet serves texts, pairs and questions."""
     model_dir = save_model(tmp_path / "out", tokenizer_dir, tasks)
     card = MultiTaskModelCardData(title="t", model_id=str(model_dir), base_model=None,
                                   tasks=MultiTaskConfig.from_pretrained(model_dir).task_specs).render()
@@ -193,6 +198,9 @@ def test_snippets_read_every_task_type_and_pairs(tasks: list[TaskSpec], tokenize
     printed = dict(line.split(" ", 1) for line in result.stdout.splitlines())
     assert set(printed) == {task.name for task in tasks}
     for task in tasks:
+        if task.type == "extractive_qa":
+            assert printed[task.name] in EXAMPLE_QUESTION["context"]
+            continue
         value = ast.literal_eval(printed[task.name]) if task.type != "classification" else printed[task.name]
         if task.type == "classification":
             assert value in task.labels

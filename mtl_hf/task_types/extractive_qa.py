@@ -112,6 +112,12 @@ def best_answer(spec: TaskSpec, context: str, windows: list[tuple[np.ndarray, np
     return Answer(context[start_char:end_char], start_char, end_char, score, float(probability))
 
 
+def doc_stride(spec: TaskSpec, max_length: int) -> int:
+    """The tokens consecutive windows of ``max_length`` share: the task's ``doc_stride``, or where it is unset
+    min(128, half the window), as transformers' QA pipeline chooses it."""
+    return spec.doc_stride if spec.doc_stride is not None else min(128, max_length // 2)
+
+
 def _windows_per_row(dataset: datasets.Dataset) -> list[list[int]]:
     """The windows (rows of the encoded split) of each input row, in the split's order."""
     grouped: dict[int, list[int]] = {}
@@ -198,7 +204,8 @@ class ExtractiveQATaskType(TaskType):
             )
         if len(encoded) > len(dataset):
             logger.info("task %r, split %r: %d rows make %d windows of at most %d tokens (doc_stride %d)",
-                        spec.name, split, len(dataset), len(encoded), context.max_length, spec.doc_stride)
+                        spec.name, split, len(dataset), len(encoded), context.max_length,
+                        doc_stride(spec, context.max_length))
         # No row is truncated: a context that does not fit is cut into windows, every one of which is kept.
         return SplitEncoding(encoded.remove_columns(_CORRECTED_COLUMN), 0)
 
@@ -258,30 +265,35 @@ class ExtractiveQATaskType(TaskType):
 
     def pipeline_encode(
         self, spec: TaskSpec, tokenizer: PreTrainedTokenizerBase, items: list[dict[str, str]], max_length: int
-    ) -> tuple[Any, list[tuple[int, np.ndarray]]]:
-        """The pipeline's encoding of ``{"question", "context"}`` inputs, as training encodes them (padded, as
-        tensors), and per window: the input it belongs to and its offsets into the context (``-1`` outside the
-        context; as long as the window without its padding)."""
+    ) -> list[tuple[Any, list[tuple[int, np.ndarray]]]]:
+        """The pipeline's encoding of ``{"question", "context"}`` inputs, as training encodes them: ``(encoding,
+        windows)`` parts (padded tensors; per window, the input it belongs to and its offsets into the context, ``-1``
+        outside the context, as long as the window without its padding). A question that leaves no more room than
+        ``doc_stride`` in a window of ``max_length`` gets windows that overlap by half its room instead, in a part of
+        its own, so that no input's windows depend on the others of the batch."""
         questions = [item["question"] for item in items]
         contexts = [item["context"] for item in items]
-        for position, (question, text) in enumerate(zip(questions, contexts)):
+        for question, text in zip(questions, contexts):
             if not question.strip() or not text.strip():
-                raise ValueError(f"Input {position}: the question and the context must not be empty")
-        for position, room in enumerate(_context_room(tokenizer, questions, max_length)):
-            if room <= spec.doc_stride:
-                raise ValueError(
-                    f"Input {position}: the question leaves {max(room, 0)} tokens for the context in windows of "
-                    f"{max_length}, not more than task {spec.name!r}'s doc_stride ({spec.doc_stride}); shorten the "
-                    "question"
-                )
-        encoding = encode_questions(tokenizer, questions, contexts, max_length, spec.doc_stride, padding=True,
-                                    return_tensors="pt")
-        windows = []
-        for window, source in enumerate(encoding["overflow_to_sample_mapping"].tolist()):
-            inside = np.array([sequence == 1 for sequence in encoding.sequence_ids(window)])
-            offsets = np.where(inside[:, None], encoding["offset_mapping"][window].numpy(), -1)
-            windows.append((source, offsets[: int(encoding["attention_mask"][window].sum())]))
-        return encoding, windows
+                raise ValueError(f"Question {question[:80]!r}: the question and the context must not be empty")
+        stride = doc_stride(spec, max_length)
+        by_stride: dict[int, list[int]] = {}
+        for position, (question, room) in enumerate(zip(questions, _context_room(tokenizer, questions, max_length))):
+            if room <= 0:
+                raise ValueError(f"Question {question[:80]!r}: the question alone fills the window of {max_length} "
+                                 "tokens; shorten it")
+            by_stride.setdefault(stride if room > stride else room // 2, []).append(position)
+        parts = []
+        for part_stride, positions in by_stride.items():
+            encoding = encode_questions(tokenizer, [questions[i] for i in positions], [contexts[i] for i in positions],
+                                        max_length, part_stride, padding=True, return_tensors="pt")
+            windows = []
+            for window, source in enumerate(encoding["overflow_to_sample_mapping"].tolist()):
+                inside = np.array([sequence == 1 for sequence in encoding.sequence_ids(window)])
+                offsets = np.where(inside[:, None], encoding["offset_mapping"][window].numpy(), -1)
+                windows.append((positions[source], offsets[: int(encoding["attention_mask"][window].sum())]))
+            parts.append((encoding, windows))
+        return parts
 
     # ---- model card -----------------------------------------------------------------------------------------------
 
@@ -319,6 +331,9 @@ def read_squad(path: str, mtime_ns: int, size: int, columns: tuple[str, str, str
     context_column, question_column, answers_column = columns
     with open(path, encoding="utf-8-sig") as handle:
         articles = json.load(handle)["data"]
+    if not any(paragraph.get("qas") for article in articles for paragraph in article.get("paragraphs") or []
+               if isinstance(paragraph, dict)):
+        raise ValueError(f"{path}: no questions in the file")
     for a, article in enumerate(articles):
         for p, paragraph in enumerate(article.get("paragraphs") or []):
             where = f"{path}: data[{a}].paragraphs[{p}]"
@@ -367,7 +382,7 @@ def _answer_span(context: str, text: str, start: int) -> tuple[int, bool]:
 
 def _read_answers(value: Any, context: str) -> tuple[list[tuple[str, int]], int, str | None]:
     """``([(text, start)], corrected count, problem)`` of one row's SQuAD-style answers."""
-    if not isinstance(value, dict) or set(value) < {"text", "answer_start"}:
+    if not isinstance(value, dict) or not {"text", "answer_start"} <= set(value):
         return [], 0, f'expected {{"text": [...], "answer_start": [...]}}, got {type(value).__name__} {value!r}'[:200]
     texts, starts = value["text"], value["answer_start"]
     if not isinstance(texts, list) or not isinstance(starts, list) or len(texts) != len(starts):
@@ -429,15 +444,16 @@ def _encode_qa(
             raise rows.error(row, answers_column, problem)
         answers.append(found)
         corrected.append(moved)
+    stride = doc_stride(spec, max_length)
     for position, space in enumerate(_context_room(tokenizer, questions, max_length)):
-        if space <= spec.doc_stride:
+        if space <= stride:
             raise rows.error(
                 indices[position], question_column,
                 f"the question leaves {max(space, 0)} tokens for the context in windows of max_seq_length="
-                f"{max_length}, not more than doc_stride={spec.doc_stride}; raise max_seq_length or lower doc_stride",
+                f"{max_length}, not more than doc_stride={stride}; raise max_seq_length or lower doc_stride",
             )
 
-    encoding = encode_questions(tokenizer, questions, contexts, max_length, spec.doc_stride)
+    encoding = encode_questions(tokenizer, questions, contexts, max_length, stride)
     output: dict[str, list] = {name: encoding[name] for name in tokenizer.model_input_names}
     sources = encoding["overflow_to_sample_mapping"]
     output[TASK_COLUMN] = [rows.task] * len(sources)
