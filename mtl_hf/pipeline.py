@@ -9,13 +9,21 @@ task's type (``mtl_hf.task_types``) decides its result:
 * multilabel: a list of ``{"label", "score"}`` (sigmoid probabilities) for every label whose probability reaches
   the task's ``threshold``, highest first; with ``all_scores=True``, every label, each with ``"passed"``;
 * NER: a list of entity spans ``{"entity_group", "score", "word", "start", "end"}`` whose ``start``/``end`` are
-  character offsets into the *original* text, so ``text[start:end] == word`` always holds.
+  character offsets into the *original* text, so ``text[start:end] == word`` always holds;
+* extractive QA: ``{"answer", "score", "start", "end"}``, the answer span's character offsets into the context
+  (``context[start:end] == answer``; ``""`` at 0, 0 for no answer where the task allows it) and its probability
+  (start x end softmax over the context tokens of its window, as transformers' question-answering pipeline scores).
 
-An input is a text, or a pair ``{"text": ..., "text_pair": ...}`` as transformers' text-classification pipeline
-takes it. Tasks trained on pairs (``text_pair_column_name``) serve pairs, the others serve texts: a text gets the
-requested single-text tasks, a pair the requested pair tasks, and a list may mix both. A pair is encoded as in
+An input is a text, a pair ``{"text": ..., "text_pair": ...}`` as transformers' text-classification pipeline takes
+it, or a question ``{"question": ..., "context": ...}``. Tasks trained on pairs (``text_pair_column_name``) serve
+pairs, extractive QA tasks serve questions, the others serve texts: each input gets the requested tasks of its kind,
+and a list may mix all three (an input kind that no requested task reads is an error). A pair is encoded as in
 training: the tokenizer's pair encoding of the two texts' words, the longer text cut first where the pair does not
-fit ``max_length`` (no windows).
+fit ``max_length`` (no windows). A question is encoded as QA training encodes it (:func:`mtl_hf.tokenization.
+encode_questions`: the raw question and context, the context cut into windows of ``max_length`` that overlap by the
+task's ``doc_stride``); one encoder pass per batch of windows serves every requested QA task with that stride, and
+each answer is read from all windows of its question as evaluation reads it. QA's input is not a single text, so the
+other tasks are not run on it: pass the context as a text as well to get them.
 
 How text becomes model input
 ----------------------------

@@ -377,19 +377,29 @@ def test_a_wrong_answer_start_moves_to_the_nearest_occurrence_with_a_warning(ber
             in warnings[0].getMessage())
 
 
-def test_a_question_that_leaves_no_room_for_the_context_names_the_row_and_column(bert_tokenizer) -> None:
+def test_a_question_that_leaves_little_room_gets_a_shorter_stride_and_one_that_fills_the_window_is_named(
+        bert_tokenizer, caplog) -> None:
+    """A window must hold new context beyond the stride (tokenizers panics otherwise): a question that leaves no
+    more than doc_stride tokens for its context gets windows overlapping by half its room, counted in a warning; one
+    that fills the whole window is an error naming the row and column."""
     rows = qa_rows(3, seed=0)
     # 14 tokens plus "in the c ##i ##t ##y": 20 + 3 special tokens leave 9 of 32 for the context, more than
-    # doc_stride 8; 6 more words leave 3.
+    # doc_stride 8; 6 more words leave 3, so row 2's windows overlap by 1 token.
     rows = _with_row(rows, 1, question="where does john live in the city ?")
     rows = _with_row(rows, 2, question="the the the the the the where does john live in the city ?")
-    with pytest.raises(ValueError, match=r"Task 'where', split 'train', row 2, column 'question': the question leaves "
-                                         r"3 tokens for the context in windows of max_seq_length=32, not more than "
-                                         r"doc_stride=8"):
-        preprocess_task(WHERE, raw(**rows), bert_tokenizer, max_seq_length=32)
+    with caplog.at_level(logging.WARNING, logger="mtl_hf"):
+        data = preprocess_task(WHERE, raw(**rows), bert_tokenizer, max_seq_length=32)["train"]
+    assert "1 questions leave no more than doc_stride=8 tokens for the context in windows of 32" in caplog.text
+    windows = [window for window in data if window["example_id"] == 2]
+    assert len(windows) > 1
+    for first, second in zip(windows, windows[1:]):
+        first_context = [tuple(span) for span in first["offset_mapping"] if span[0] >= 0]
+        second_context = [tuple(span) for span in second["offset_mapping"] if span[0] >= 0]
+        assert len(set(first_context) & set(second_context)) == 1
     # A question longer than the window itself: no tokenizers panic either.
     rows = _with_row(qa_rows(2, seed=0), 0, question=" ".join(["the"] * 40))
-    with pytest.raises(ValueError, match=r"row 0, column 'question': the question leaves 0 tokens"):
+    with pytest.raises(ValueError, match=r"Task 'where', split 'train', row 0, column 'question': the question alone "
+                                         r"fills the window of max_seq_length=32 tokens"):
         preprocess_task(WHERE, raw(**rows), bert_tokenizer, max_seq_length=32)
 
 
@@ -825,7 +835,7 @@ def test_a_question_that_leaves_little_room_is_served_and_one_that_fills_the_win
     long_question = "where does john live " + " ".join(["the"] * 12) + " ?"
     answer = pipe({"question": long_question, "context": context})["where"]
     assert context[answer["start"]:answer["end"]] == answer["answer"] and 0.0 < answer["score"] <= 1.0
-    with pytest.raises(ValueError, match=r"the question alone fills the window of 32 tokens"):
+    with pytest.raises(ValueError, match=r"the question alone fills the window of max_seq_length=32 tokens"):
         pipe({"question": " ".join(["the"] * 29) + " ?", "context": context})
     with pytest.raises(ValueError, match=r"the question and the context must not be empty"):
         pipe({"question": "where does john live ?", "context": "  "})

@@ -31,8 +31,17 @@ def test_readme_task_file_loads_and_tokenizes(tmp_path: Path, bert_tokenizer) ->
                                ("tags", "train.csv", "text,labels\nstocks rose,business|markets\nthe game,\n")):
         (tmp_path / "data" / folder).mkdir()
         (tmp_path / "data" / folder / name).write_text(text)
+    squad = {"version": "1.1", "data": [{"title": "t", "paragraphs": [{"context": "john lives in paris .", "qas": [
+        {"id": "q1", "question": "where does john live ?", "answers": [{"text": "paris", "answer_start": 14}]}]}]}]}
+    (tmp_path / "data" / "squad").mkdir()
+    for name in ("train", "dev"):
+        (tmp_path / "data" / "squad" / f"{name}.json").write_text(json.dumps(squad))
     specs, data = load_and_preprocess(load_task_file(tmp_path / "tasks.yaml"), bert_tokenizer, max_seq_length=32)
-    assert [spec.type for spec in specs] == ["classification", "ner", "classification", "regression", "multilabel"]
+    assert [spec.type for spec in specs] == ["classification", "ner", "classification", "regression", "multilabel",
+                                             "extractive_qa"]
+    window = data["squad"]["validation"][0]
+    start, end = window["labels"]
+    assert window["context"][window["offset_mapping"][start][0]:window["offset_mapping"][end][1]] == "paris"
     assert data["similarity"]["train"]["labels"] == [4.5] and specs[3].main_metric == "spearmanr"
     assert 1 in data["nli"]["train"][0]["token_type_ids"]  # a pair
     assert specs[4].labels == ["business", "markets"] and specs[4].threshold == 0.4

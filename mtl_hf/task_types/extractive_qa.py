@@ -48,6 +48,7 @@ OFFSETS_COLUMN = "offset_mapping"
 CONTEXT_COLUMN = "context"
 ANSWERS_COLUMN = "answer_texts"
 _CORRECTED_COLUMN = "_corrected"
+_SHORT_STRIDE_COLUMN = "_short_stride"
 NO_ANSWER = ""
 
 
@@ -178,6 +179,7 @@ class ExtractiveQATaskType(TaskType):
             OFFSETS_COLUMN: datasets.List(ids),
             CONTEXT_COLUMN: datasets.Value("string"),
             _CORRECTED_COLUMN: datasets.Value("int64"),
+            _SHORT_STRIDE_COLUMN: datasets.Value("bool"),
         }
         if labelled:
             columns[ANSWERS_COLUMN] = datasets.List(datasets.Value("string"))
@@ -202,12 +204,19 @@ class ExtractiveQATaskType(TaskType):
                 "task %r, split %r: %d answer_start offsets did not point at their answer text and were moved to the "
                 "nearest place where the text occurs in the context", spec.name, split, corrected,
             )
+        short = sum(encoded[_SHORT_STRIDE_COLUMN])
+        if short:
+            logger.warning(
+                "task %r, split %r: %d questions leave no more than doc_stride=%d tokens for the context in windows "
+                "of %d; their windows overlap by half the room they leave instead", spec.name, split, short,
+                doc_stride(spec, context.max_length), context.max_length,
+            )
         if len(encoded) > len(dataset):
             logger.info("task %r, split %r: %d rows make %d windows of at most %d tokens (doc_stride %d)",
                         spec.name, split, len(dataset), len(encoded), context.max_length,
                         doc_stride(spec, context.max_length))
         # No row is truncated: a context that does not fit is cut into windows, every one of which is kept.
-        return SplitEncoding(encoded.remove_columns(_CORRECTED_COLUMN), 0)
+        return SplitEncoding(encoded.remove_columns([_CORRECTED_COLUMN, _SHORT_STRIDE_COLUMN]), 0)
 
     # ---- metrics --------------------------------------------------------------------------------------------------
 
@@ -268,21 +277,17 @@ class ExtractiveQATaskType(TaskType):
     ) -> list[tuple[Any, list[tuple[int, np.ndarray]]]]:
         """The pipeline's encoding of ``{"question", "context"}`` inputs, as training encodes them: ``(encoding,
         windows)`` parts (padded tensors; per window, the input it belongs to and its offsets into the context, ``-1``
-        outside the context, as long as the window without its padding). A question that leaves no more room than
-        ``doc_stride`` in a window of ``max_length`` gets windows that overlap by half its room instead, in a part of
-        its own, so that no input's windows depend on the others of the batch."""
+        outside the context, as long as the window without its padding), one part per window stride (see
+        :func:`_stride_groups`, as in training), so that no input's windows depend on the others of the batch."""
         questions = [item["question"] for item in items]
         contexts = [item["context"] for item in items]
         for question, text in zip(questions, contexts):
             if not question.strip() or not text.strip():
                 raise ValueError(f"Question {question[:80]!r}: the question and the context must not be empty")
-        stride = doc_stride(spec, max_length)
-        by_stride: dict[int, list[int]] = {}
-        for position, (question, room) in enumerate(zip(questions, _context_room(tokenizer, questions, max_length))):
-            if room <= 0:
-                raise ValueError(f"Question {question[:80]!r}: the question alone fills the window of {max_length} "
-                                 "tokens; shorten it")
-            by_stride.setdefault(stride if room > stride else room // 2, []).append(position)
+        try:
+            by_stride = _stride_groups(spec, tokenizer, questions, max_length)
+        except _NoRoom as err:
+            raise ValueError(f"Question {questions[err.position][:80]!r}: {err}") from None
         parts = []
         for part_stride, positions in by_stride.items():
             encoding = encode_questions(tokenizer, [questions[i] for i in positions], [contexts[i] for i in positions],
@@ -366,6 +371,29 @@ def _context_room(tokenizer: PreTrainedTokenizerBase, questions: list[str], max_
     return [max_length - special - length for length in lengths]
 
 
+class _NoRoom(ValueError):
+    """A question that leaves no room for its context in a window; ``position`` is its index in the batch."""
+
+    def __init__(self, position: int, message: str) -> None:
+        super().__init__(message)
+        self.position = position
+
+
+def _stride_groups(spec: TaskSpec, tokenizer: PreTrainedTokenizerBase, questions: list[str],
+                   max_length: int) -> dict[int, list[int]]:
+    """The questions of a batch grouped by the stride of their windows: the task's (:func:`doc_stride`), or half the
+    room a question leaves for its context where that room is not larger than the stride (a longer stride would
+    leave no new context to a window). Raises :class:`_NoRoom` for a question that fills a whole window."""
+    stride = doc_stride(spec, max_length)
+    groups: dict[int, list[int]] = {}
+    for position, room in enumerate(_context_room(tokenizer, questions, max_length)):
+        if room <= 0:
+            raise _NoRoom(position, f"the question alone fills the window of max_seq_length={max_length} tokens; "
+                                    "shorten it or raise max_seq_length")
+        groups.setdefault(stride if room > stride else room // 2, []).append(position)
+    return groups
+
+
 def _answer_span(context: str, text: str, start: int) -> tuple[int, bool]:
     """The answer's start in ``context``: ``start`` where the text is there, else the nearest place where it occurs
     (``True``: corrected); ``-1`` where the text does not occur at all."""
@@ -424,7 +452,8 @@ def _encode_qa(
     id_column: str | None,
     max_length: int,
 ) -> dict[str, list]:
-    """Validate and encode a batch of rows into windows (see the module docstring), naming any bad row."""
+    """Validate and encode a batch of rows into windows (see the module docstring), naming any bad row; each row's
+    windows follow each other, in row order."""
     question_column, context_column = spec.question_column_name, spec.context_column_name
     questions, contexts, answers, corrected = [], [], [], []
     for position, row in enumerate(indices):
@@ -444,43 +473,48 @@ def _encode_qa(
             raise rows.error(row, answers_column, problem)
         answers.append(found)
         corrected.append(moved)
-    stride = doc_stride(spec, max_length)
-    for position, space in enumerate(_context_room(tokenizer, questions, max_length)):
-        if space <= stride:
-            raise rows.error(
-                indices[position], question_column,
-                f"the question leaves {max(space, 0)} tokens for the context in windows of max_seq_length="
-                f"{max_length}, not more than doc_stride={stride}; raise max_seq_length or lower doc_stride",
-            )
+    try:
+        groups = _stride_groups(spec, tokenizer, questions, max_length)
+    except _NoRoom as err:
+        raise rows.error(indices[err.position], question_column, str(err)) from None
 
-    encoding = encode_questions(tokenizer, questions, contexts, max_length, stride)
-    output: dict[str, list] = {name: encoding[name] for name in tokenizer.model_input_names}
-    sources = encoding["overflow_to_sample_mapping"]
-    output[TASK_COLUMN] = [rows.task] * len(sources)
-    output[_TRUNCATED_COLUMN] = [False] * len(sources)
-    output[EXAMPLE_ID_COLUMN] = [indices[source] for source in sources]
-    output[ID_COLUMN] = [str(batch[id_column][source]) if id_column else str(indices[source]) for source in sources]
-    output[CONTEXT_COLUMN] = [contexts[source] for source in sources]
-    first_window = [i == 0 or sources[i - 1] != source for i, source in enumerate(sources)]
-    # Each row's corrections are counted once, on its first window.
-    output[_CORRECTED_COLUMN] = [corrected[source] if answers_column is not None and first else 0
-                                 for source, first in zip(sources, first_window)]
-    offsets_per_window = []
-    labels = []
-    for window, source in enumerate(sources):
-        sequence_ids = encoding.sequence_ids(window)
-        offsets = encoding["offset_mapping"][window]
-        offsets_per_window.append([list(span) if sequence == 1 else [-1, -1]
-                                   for span, sequence in zip(offsets, sequence_ids)])
-        if answers_column is None:
-            continue
-        span = None
-        if answers[source]:
-            text, start_char = answers[source][0]  # run_qa.py trains on the first answer
-            span = _token_span(offsets, sequence_ids, start_char, start_char + len(text))
-        labels.append(list(span) if span is not None else [0, 0])
-    output[OFFSETS_COLUMN] = offsets_per_window
+    stride = doc_stride(spec, max_length)
+    short = {position for part_stride, positions in groups.items() if part_stride != stride for position in positions}
+    windows: dict[int, list[dict[str, Any]]] = {}
+    for part_stride, positions in groups.items():
+        encoding = encode_questions(tokenizer, [questions[i] for i in positions], [contexts[i] for i in positions],
+                                    max_length, part_stride)
+        for window, local in enumerate(encoding["overflow_to_sample_mapping"]):
+            source = positions[local]
+            sequence_ids, offsets = encoding.sequence_ids(window), encoding["offset_mapping"][window]
+            record = {name: encoding[name][window] for name in tokenizer.model_input_names}
+            record[OFFSETS_COLUMN] = [list(span) if sequence == 1 else [-1, -1]
+                                      for span, sequence in zip(offsets, sequence_ids)]
+            if answers_column is not None:
+                span = None
+                if answers[source]:
+                    text, start_char = answers[source][0]  # run_qa.py trains on the first answer
+                    span = _token_span(offsets, sequence_ids, start_char, start_char + len(text))
+                record["labels"] = list(span) if span is not None else [0, 0]
+            windows.setdefault(source, []).append(record)
+
+    output: dict[str, list] = {name: [] for name in (*tokenizer.model_input_names, OFFSETS_COLUMN, TASK_COLUMN,
+                                                     _TRUNCATED_COLUMN, EXAMPLE_ID_COLUMN, ID_COLUMN, CONTEXT_COLUMN,
+                                                     _CORRECTED_COLUMN, _SHORT_STRIDE_COLUMN)}
     if answers_column is not None:
-        output["labels"] = labels
-        output[ANSWERS_COLUMN] = [[text for text, _ in answers[source]] for source in sources]
+        output["labels"], output[ANSWERS_COLUMN] = [], []
+    for source in range(len(questions)):
+        for number, record in enumerate(windows[source]):
+            for name, value in record.items():
+                output[name].append(value)
+            output[TASK_COLUMN].append(rows.task)
+            output[_TRUNCATED_COLUMN].append(False)  # a context that does not fit is cut into windows, all kept
+            output[EXAMPLE_ID_COLUMN].append(indices[source])
+            output[ID_COLUMN].append(str(batch[id_column][source]) if id_column else str(indices[source]))
+            output[CONTEXT_COLUMN].append(contexts[source])
+            # Each row's corrections are counted once, on its first window.
+            output[_CORRECTED_COLUMN].append(corrected[source] if answers_column is not None and number == 0 else 0)
+            output[_SHORT_STRIDE_COLUMN].append(number == 0 and source in short)
+            if answers_column is not None:
+                output[ANSWERS_COLUMN].append([text for text, _ in answers[source]])
     return output
