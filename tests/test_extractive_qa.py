@@ -10,6 +10,7 @@ with the code under test.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import itertools
 import json
 import logging
@@ -469,6 +470,20 @@ def test_a_squad_json_file_is_one_row_per_question_in_file_order(tmp_path: Path,
     assert encoded[3]["labels"] == [0, 0]
 
 
+def test_json_lines_of_squad_articles_are_read_like_the_document(tmp_path: Path) -> None:
+    """SQuAD's nested layout as JSON lines (one article per line) gives the rows the JSON document gives; JSON lines
+    of flat rows stay flat rows."""
+    nested = tmp_path / "articles.jsonl"
+    nested.write_text("".join(json.dumps(article) + "\n" for article in SQUAD["data"]))
+    spec = TaskSpec(name="qa", type="extractive_qa", train_file=str(nested), version_2_with_negative=True)
+    assert load_raw_datasets(spec)["train"].to_list() == _squad_rows()
+    flat = tmp_path / "flat.jsonl"
+    flat.write_text("".join(json.dumps({key: value for key, value in row.items() if key != "title"}) + "\n"
+                            for row in _squad_rows()))
+    rows = load_raw_datasets(dataclasses.replace(spec, train_file=str(flat)))["train"].to_list()
+    assert rows == [{key: value for key, value in row.items() if key != "title"} for row in _squad_rows()]
+
+
 def test_a_squad_json_file_fills_the_columns_the_task_names(tmp_path: Path) -> None:
     path = tmp_path / "dev.json"
     path.write_text(json.dumps(SQUAD))
@@ -753,7 +768,7 @@ def test_training_learns_the_toy_task_and_evaluation_scores_squad(trained, bert_
     assert metrics["eval_where_loss"] < 0.5
 
 
-def test_predict_gives_one_answer_per_question_and_an_id_to_answer_file(trained, bert_tokenizer) -> None:
+def test_predict_gives_one_answer_per_question_and_an_id_to_answer_file(trained, bert_tokenizer, caplog) -> None:
     rows = qa_rows(16, seed=200, filler=(6, 24))
     test = preprocess_task(WHERE, raw("test", **rows), bert_tokenizer, max_seq_length=32)["test"]
     assert len(test) > 16
@@ -766,6 +781,14 @@ def test_predict_gives_one_answer_per_question_and_an_id_to_answer_file(trained,
     text = get_task_type(WHERE).prediction_file(WHERE, answers, test)
     assert json.loads(text) == dict(zip(rows["id"], answers))
     assert list(json.loads(text)) == rows["id"]  # in row order
+
+    # Ids that repeat would keep one answer per id in a JSON object: the file is keyed by row index instead.
+    repeated = preprocess_task(WHERE, raw("test", **{**rows, "id": ["same"] * 16}), bert_tokenizer,
+                               max_seq_length=32)["test"]
+    with caplog.at_level(logging.WARNING, logger="mtl_hf"):
+        text = get_task_type(WHERE).prediction_file(WHERE, answers, repeated)
+    assert json.loads(text) == {str(i): answer for i, answer in enumerate(answers)}
+    assert "the ids of 15 of 16 rows occur more than once" in caplog.text
 
     # Unlabelled: the same answers, and no scores.
     unlabelled = {key: value for key, value in rows.items() if key != "answers"}

@@ -147,8 +147,9 @@ class ExtractiveQATaskType(TaskType):
 
     def load_file(self, spec: TaskSpec, where: str, path: str, cache_dir: str | None) -> datasets.Dataset | None:
         """A JSON document in SQuAD's nested layout (``{"data": [{"title", "paragraphs": [{"context", "qas": [{"id",
-        "question", "answers"}]}]}]}``) is read as one row per question, in the columns the task names."""
-        if not path.lower().endswith(".json") or not _is_squad_document(path):
+        "question", "answers"}]}]}]}``), or JSON lines of such articles, is read as one row per question, in the
+        columns the task names."""
+        if not path.lower().endswith((".json", ".jsonl")) or squad_articles(path) is None:
             return None
         stat = os.stat(path)
         answers = {"text": datasets.List(datasets.Value("string")),
@@ -248,9 +249,13 @@ class ExtractiveQATaskType(TaskType):
 
     def prediction_file(self, spec: TaskSpec, predictions: list[str], dataset: datasets.Dataset) -> str:
         """``{id: answer}`` as run_qa.py's ``predict_predictions.json``: ids from the split's ``id`` column, else
-        the row's index."""
+        the row's index (also where ids repeat, with a warning: a JSON object would keep one answer per id)."""
         ids = dataset[ID_COLUMN]
         keys = [ids[windows[0]] for windows in _windows_per_row(dataset)]
+        if len(set(keys)) < len(keys):
+            logger.warning("task %r: the ids of %d of %d rows occur more than once; predict_results_%s.json is keyed "
+                           "by row index instead", spec.name, len(keys) - len(set(keys)), len(keys), spec.name)
+            keys = [str(row) for row in sorted(set(dataset[EXAMPLE_ID_COLUMN]))]
         return json.dumps(dict(zip(keys, predictions)), ensure_ascii=False, indent=2) + "\n"
 
     # ---- pipeline -------------------------------------------------------------------------------------------------
@@ -314,28 +319,35 @@ class ExtractiveQATaskType(TaskType):
         return "context[offsets[out[:, 0].argmax()][0]:offsets[out[:, 1].argmax()][1]]"
 
 
-def _is_squad_document(path: str) -> bool:
-    """Whether ``path`` is one JSON object with a ``data`` list of articles that have ``paragraphs``."""
+def squad_articles(path: str) -> list[Any] | None:
+    """The articles of a file in SQuAD's nested layout, or ``None`` for any other file: a JSON document ``{"data":
+    [articles]}`` (SQuAD's own files), or JSON lines of one article each; an article is an object with
+    ``paragraphs``. A JSON lines file of flat rows, or a file that is not valid JSON, is ``None`` (datasets' reader
+    reads it, or says what is wrong)."""
     with open(path, encoding="utf-8-sig") as handle:
-        if handle.read(1) != "{":
-            return False
-        handle.seek(0)
+        text = handle.read()
+    if not text.lstrip().startswith("{"):
+        return None
+    try:
+        document = json.loads(text)
+    except json.JSONDecodeError:
         try:
-            document = json.load(handle)
+            articles = [json.loads(line) for line in text.splitlines() if line.strip()]
         except json.JSONDecodeError:
-            return False  # JSON lines, or broken JSON: datasets' reader says what is wrong
-    articles = document.get("data") if isinstance(document, dict) else None
-    return isinstance(articles, list) and bool(articles) and all(
+            return None
+    else:
+        articles = document.get("data") if isinstance(document, dict) else None
+    is_nested = isinstance(articles, list) and bool(articles) and all(
         isinstance(article, dict) and "paragraphs" in article for article in articles)
+    return articles if is_nested else None
 
 
 def read_squad(path: str, mtime_ns: int, size: int, columns: tuple[str, str, str]) -> Iterator[dict[str, Any]]:
-    """One row per question of a SQuAD JSON file: ``id``, ``title`` and the context, question and answers columns
+    """One row per question of a file of SQuAD articles (:func:`squad_articles`): ``id``, ``title`` and the context, question and answers columns
     (``columns``); an unanswerable SQuAD 2.0 question has no answers. ``mtime_ns`` and ``size`` only key datasets'
     cache to the file's state."""
     context_column, question_column, answers_column = columns
-    with open(path, encoding="utf-8-sig") as handle:
-        articles = json.load(handle)["data"]
+    articles = squad_articles(path) or []
     if not any(paragraph.get("qas") for article in articles for paragraph in article.get("paragraphs") or []
                if isinstance(paragraph, dict)):
         raise ValueError(f"{path}: no questions in the file")
