@@ -83,7 +83,7 @@ RESULT_FILES = ("all_results.json", "train_results.json", "eval_results.json", "
 # A continued task's head settings that the task file may change; every other model field defines the trained head.
 ADJUSTABLE_FIELDS = (
     "weight", "dropout", "threshold", "main_metric", "doc_stride", "max_answer_length", "n_best_size",
-    "null_score_diff_threshold",
+    "version_2_with_negative", "null_score_diff_threshold",
 )
 
 
@@ -115,9 +115,12 @@ class DataTrainingArguments:
     )
     preprocessing_num_workers: int | None = field(default=None, metadata={"help": "Processes for tokenization."})
     overwrite_cache: bool = field(default=False, metadata={"help": "Re-tokenize instead of using datasets' cache."})
-    max_train_samples: int | None = field(default=None, metadata={"help": "Truncate each task's train split."})
-    max_eval_samples: int | None = field(default=None, metadata={"help": "Truncate each task's validation split."})
-    max_predict_samples: int | None = field(default=None, metadata={"help": "Truncate each task's test split."})
+    max_train_samples: int | None = field(default=None, metadata={
+        "help": "Truncate each task's train split to its first N rows (questions, with all their windows, for QA)."})
+    max_eval_samples: int | None = field(default=None, metadata={
+        "help": "Truncate each task's validation split to its first N rows (questions for QA)."})
+    max_predict_samples: int | None = field(default=None, metadata={
+        "help": "Truncate each task's test split to its first N rows (questions for QA)."})
     # transformers 5 dropped TrainingArguments.overwrite_output_dir; without a way to start afresh a re-run would
     # resume the finished checkpoint and train nothing.
     overwrite_output_dir: bool = field(
@@ -548,8 +551,9 @@ def continue_trained_tasks(config: AutoConfig, specs: list[TaskSpec], given: dic
     The head's output ids are fixed, so its labels keep their trained order (a task file listing them in another
     order is mapped to it); a different label set, task type, pooling or tag scheme, or a switch between single texts
     and pairs, would change what the trained head means and is refused. `weight`, `dropout`, `threshold`,
-    `main_metric`, extractive QA's `doc_stride`, `max_answer_length`, `n_best_size` and `null_score_diff_threshold`,
-    and the pair's column name do not change the head's meaning: those the task file sets replace the
+    `main_metric`, extractive QA's `doc_stride`, `max_answer_length`, `n_best_size`, `version_2_with_negative` (the
+    no-answer target is the first token either way) and `null_score_diff_threshold`, and the pair's column name do
+    not change the head's meaning: those the task file sets replace the
     trained values. Fields the task file leaves out are the trained model's.
     """
     if not is_trained_model(config):
@@ -635,8 +639,9 @@ def build_model(config: AutoConfig, model_path: str, specs: list[TaskSpec], mode
     return model
 
 
-def limit(dataset: datasets.Dataset, max_samples: int | None) -> datasets.Dataset:
-    return dataset.select(range(min(max_samples, len(dataset)))) if max_samples is not None else dataset
+def limit(spec: TaskSpec, dataset: datasets.Dataset, max_samples: int | None) -> datasets.Dataset:
+    """The first `max_samples` input rows of an encoded split (all windows of each, for extractive QA)."""
+    return get_task_type(spec).first_rows(spec, dataset, max_samples) if max_samples is not None else dataset
 
 
 def checkpoint_step(checkpoint: str | Path) -> tuple[int, int]:
@@ -886,7 +891,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     spec_by_name = {spec.name: spec for spec in specs}
 
     def split(name: str, max_samples: int | None) -> dict[str, datasets.Dataset]:
-        return {task: limit(dd[name], max_samples) for task, dd in processed.items() if name in dd}
+        return {task: limit(spec_by_name[task], dd[name], max_samples) for task, dd in processed.items() if name in dd}
 
     train_dataset = split("train", data_args.max_train_samples) if training_args.do_train else None
     eval_dataset = split("validation", data_args.max_eval_samples) if training_args.do_eval else None

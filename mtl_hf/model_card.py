@@ -167,6 +167,8 @@ with torch.no_grad():
 inputs = tokenizer(question, context, truncation="only_second", max_length=model.config.max_seq_length,
                    return_offsets_mapping=True, return_tensors="pt")  # the raw texts, as extractive QA trains
 offsets = inputs.pop("offset_mapping")[0].tolist()  # each token's characters in its text
+inside = torch.tensor([sequence == 1 for sequence in inputs.sequence_ids(0)])  # the context's tokens
+allowed = (inside[:, None] & inside[None, :]).triu()  # answer spans: start <= end, both in the context
 with torch.no_grad():
     logits = model.forward_tasks(**inputs, tasks={json.dumps([task.name for task in questions])})
 {self._snippet_lines(questions)}""")

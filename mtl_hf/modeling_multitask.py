@@ -88,14 +88,22 @@ def span_loss(
     """Extractive QA: ``(batch, seq_len, 2)`` start and end logits against ``(batch, 2)`` start and end token
     positions, as transformers' ``*ForQuestionAnswering`` models compute it: the mean of the start and the end
     cross-entropy, positions outside the sequence ignored (clamped to ``seq_len``, the ignore index); ``"sum"`` adds
-    that mean up over the examples."""
+    that mean up over the examples. ``label_smoothing`` ε spreads ε over the input's own positions: padding, which
+    :class:`SpanHead` masks to the lowest value, is no candidate."""
+    kept = logits[..., 0] > torch.finfo(logits.dtype).min  # not padding
     start_logits, end_logits = logits.float().unbind(dim=-1)
     ignored = start_logits.shape[1]
     positions = labels.to(logits.device).long().clamp(0, ignored)
 
     def cross_entropy(scores: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        return nn.functional.cross_entropy(scores, targets, ignore_index=ignored, reduction=reduction,
-                                           label_smoothing=label_smoothing)
+        losses = nn.functional.cross_entropy(scores, targets, ignore_index=ignored, reduction="none")
+        if label_smoothing:
+            log_probabilities = scores.log_softmax(dim=-1).masked_fill(~kept, 0.0)
+            uniform = -log_probabilities.sum(dim=-1) / kept.sum(dim=-1).clamp(min=1)
+            losses = (1.0 - label_smoothing) * losses + label_smoothing * uniform * (targets != ignored)
+        if reduction == "sum":
+            return losses.sum()
+        return losses.sum() / (targets != ignored).sum().clamp(min=1)
 
     return (cross_entropy(start_logits, positions[:, 0]) + cross_entropy(end_logits, positions[:, 1])) / 2
 

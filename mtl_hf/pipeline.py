@@ -341,7 +341,8 @@ class MultiTaskPipeline:
 
         An input is a text, or a pair ``{"text": ..., "text_pair": ...}`` as transformers' text-classification
         pipeline takes it. A text gets the requested tasks that read single texts, a pair those that read pairs
-        (``text_pair_column_name``); an input for which no requested task fits is an error. ``options`` go to the
+        (``text_pair_column_name``), a question the extractive QA tasks; an input for which no requested task fits
+        is an error, and so is a task named in ``tasks`` for which no input fits. ``options`` go to the
         task types' results (``all_scores=True``: every label's score for multilabel tasks).
         """
         single = isinstance(inputs, (str, dict))
@@ -374,6 +375,9 @@ class MultiTaskPipeline:
                 takes = "; ".join(f"{', '.join(s.name for s in kind_specs)} read {_INPUT_WORDS[other]}"
                                   for other, kind_specs in specs_of.items() if kind_specs)
                 raise ValueError(f"Input {rows[0]} is {_INPUT_WORDS[kind]}, which no requested task reads: {takes}")
+            if tasks is not None and specs_of[kind] and not rows:
+                raise ValueError(f"Task(s) {', '.join(s.name for s in specs_of[kind])} read {_INPUT_WORDS[kind]}, "
+                                 "and no input of the request is one")
 
         results: list[dict[str, Any]] = [{} for _ in batch]
         texts = rows_of["text"]

@@ -88,11 +88,16 @@ def split_words(text: str) -> list[Word]:
     return words
 
 
+# The tokenizer.json components that carry a byte-level `add_prefix_space`: the pre-tokenizer, and the
+# post-processors that trim offsets with it (else the first token of each text would get offsets one character late).
+_PREFIX_SPACE_TYPES = ("ByteLevel", "RobertaProcessing")
+
+
 def _set_byte_level_prefix_space(node: Any) -> bool:
-    """Turn on ``add_prefix_space`` in every ByteLevel pre-tokenizer of a tokenizer.json node; True if any changed."""
+    """Turn on ``add_prefix_space`` in every byte-level component of a tokenizer.json node; True if any changed."""
     changed = False
     if isinstance(node, dict):
-        if node.get("type") == "ByteLevel" and node.get("add_prefix_space") is False:
+        if node.get("type") in _PREFIX_SPACE_TYPES and node.get("add_prefix_space") is False:
             node["add_prefix_space"] = True
             changed = True
         for value in node.values():
@@ -104,7 +109,8 @@ def _set_byte_level_prefix_space(node: Any) -> bool:
 
 
 def prepare_tokenizer(tokenizer: PreTrainedTokenizerBase) -> PreTrainedTokenizerBase:
-    """A tokenizer that can encode pre-split words: byte-level BPE gets ``add_prefix_space=True`` (on a copy).
+    """A tokenizer that can encode pre-split words: byte-level BPE gets ``add_prefix_space=True`` (on a copy; in its
+    pre-tokenizer, and in a post-processor that trims offsets, so that offsets still start where the text does).
 
     Any other tokenizer, or one already prepared, is returned as it is (the check reads only the pre-tokenizer, so
     calling this again on a prepared tokenizer is cheap). Raises ``ValueError`` for a slow tokenizer: mapping
@@ -120,8 +126,12 @@ def prepare_tokenizer(tokenizer: PreTrainedTokenizerBase) -> PreTrainedTokenizer
         return tokenizer
     state = json.loads(tokenizer.backend_tokenizer.to_str())
     _set_byte_level_prefix_space(state.get("pre_tokenizer"))
+    post_processor = _set_byte_level_prefix_space(state.get("post_processor"))
     fixed = copy.deepcopy(tokenizer)
-    fixed.backend_tokenizer.pre_tokenizer = Tokenizer.from_str(json.dumps(state)).pre_tokenizer
+    rebuilt = Tokenizer.from_str(json.dumps(state))
+    fixed.backend_tokenizer.pre_tokenizer = rebuilt.pre_tokenizer
+    if post_processor:  # the same ids; offsets that start at the word (extractive QA reads them)
+        fixed.backend_tokenizer.post_processor = rebuilt.post_processor
     if hasattr(fixed, "add_prefix_space"):
         fixed.add_prefix_space = True
     return fixed

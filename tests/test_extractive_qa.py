@@ -10,6 +10,7 @@ with the code under test.
 from __future__ import annotations
 
 import copy
+import csv
 import dataclasses
 import itertools
 import json
@@ -938,3 +939,149 @@ def test_qa_labels_are_stacked_start_and_end_positions_not_padded(bert_tokenizer
     assert batch["labels"].shape == (4, width)
     for row, labels in zip(rows, batch["labels"].tolist()):
         assert labels == row["labels"] + [-100] * (width - len(row["labels"]))
+
+
+# ---- review fixes ----------------------------------------------------------------------------------------------------
+
+
+def test_a_byte_level_tokenizer_gives_offsets_that_start_with_the_context(roberta_tokenizer_dir: Path) -> None:
+    """RoBERTa-style tokenizers get add_prefix_space for pre-split words; their post-processor trims offsets with the
+    same setting, else the first context token's offsets start a character late: an answer at the very start of the
+    context would be trained as "no answer" and a predicted span there would lose its first character."""
+    tokenizer = transformers.AutoTokenizer.from_pretrained(roberta_tokenizer_dir)
+    rows = {"question": ["where does john live ?"], "context": ["john lives in paris ."],
+            "answers": [{"text": ["john"], "answer_start": [0]}]}
+    window = preprocess_task(QA, raw(**rows), tokenizer, max_seq_length=48)["train"][0]
+    start, end = window["labels"]
+    assert start > 0
+    offsets = window["offset_mapping"]
+    assert window["context"][offsets[start][0]:offsets[end][1]] == "john"
+    first_context_token = next(span for span in offsets if span[0] >= 0)
+    assert first_context_token[0] == 0
+
+    torch.manual_seed(0)
+    model = MultiTaskModel(MultiTaskConfig(encoder=tiny_encoder_config("roberta", len(tokenizer)), tasks=[QA])).eval()
+    with torch.no_grad():  # a head that points at the first context token for both start and end
+        model.heads["qa"].classifier.weight.zero_()
+        model.heads["qa"].classifier.bias.zero_()
+    pipe = MultiTaskPipeline(model, tokenizer, max_length=48)
+    [(encoded, windows)] = get_task_type(QA).pipeline_encode(QA, pipe.tokenizer, [
+        {"question": rows["question"][0], "context": rows["context"][0]}], 48)
+    logits = np.zeros((len(windows[0][1]), 2))
+    logits[start] = 5.0
+    assert best_answer(QA, rows["context"][0], [(logits, windows[0][1])]).text == "john"
+
+
+def test_label_smoothing_spreads_over_the_inputs_own_positions(bert_tokenizer, tmp_path: Path) -> None:
+    """Cross-entropy's label smoothing spreads ε over every class: over the masked padding positions it would be
+    infinite. Smoothed, a padded row's loss is the unpadded row's, and without padding it is torch's own."""
+    torch.manual_seed(0)
+    logits = torch.randn(3, 7, 2)
+    labels = torch.tensor([[1, 2], [0, 0], [3, 5]])
+    expected = sum(torch.nn.functional.cross_entropy(logits[..., k], labels[:, k], label_smoothing=0.1)
+                   for k in (0, 1)) / 2
+    assert span_loss(logits, labels, label_smoothing=0.1).item() == pytest.approx(expected.item(), rel=1e-6)
+    padded = torch.cat([logits, torch.randn(3, 4, 2)], dim=1)
+    padded[:, 7:] = torch.finfo(padded.dtype).min  # as SpanHead masks padding
+    assert span_loss(padded, labels, label_smoothing=0.1).item() == pytest.approx(expected.item(), rel=1e-6)
+
+    data = preprocess_task(WHERE, raw(**qa_rows(16, seed=3, filler=(1, 12))), bert_tokenizer, max_seq_length=48)
+    trainer = MultiTaskTrainer(
+        model=make_model(bert_tokenizer.vocab_size, specs=(WHERE,)),
+        args=MultiTaskTrainingArguments(str(tmp_path / "out"), use_cpu=True, report_to=[], save_strategy="no",
+                                        disable_tqdm=True, max_steps=2, per_device_train_batch_size=8,
+                                        label_smoothing_factor=0.1),
+        train_dataset={"where": data["train"]}, eval_dataset={"where": data["train"]}, processing_class=bert_tokenizer)
+    trainer.train()
+    assert math.isfinite(trainer.evaluate()["eval_where_loss"])
+
+
+def test_a_squad_file_without_answers_is_unlabelled_and_one_with_some_names_the_question(tmp_path: Path) -> None:
+    document = json.loads(json.dumps(SQUAD))
+    for article in document["data"]:
+        for paragraph in article["paragraphs"]:
+            for qa in paragraph["qas"]:
+                del qa["answers"]
+    path = tmp_path / "test.json"
+    path.write_text(json.dumps(document))
+    test = load_raw_datasets(TaskSpec(name="qa", type="extractive_qa", test_file=str(path)))["test"]
+    assert test.column_names == ["id", "title", "context", "question"]
+    assert test["id"] == ["a1", "a2", "b1", "c1"]
+    document["data"][0]["paragraphs"][1]["qas"][0]["answers"] = [{"text": "london", "answer_start": 14}]
+    path.write_text(json.dumps(document))
+    with pytest.raises(ValueError, match=r"Task 'qa', split 'test'.*test\.json: data\[0\]\.paragraphs\[0\]\.qas\[0\]: "
+                                         r"no 'answers', which other questions of the file have"):
+        load_raw_datasets(TaskSpec(name="qa", type="extractive_qa", test_file=str(path)))
+
+
+def test_the_first_rows_of_a_split_are_whole_questions(bert_tokenizer) -> None:
+    """--max_eval_samples N keeps N questions with all their windows, not N windows (which would cut a question's
+    context short)."""
+    data = preprocess_task(WHERE, raw(**qa_rows(6, seed=4, filler=(4, 30))), bert_tokenizer, max_seq_length=32)["train"]
+    first = get_task_type(WHERE).first_rows(WHERE, data, 3)
+    assert sorted(set(first["example_id"])) == [0, 1, 2]
+    assert len(first) == sum(example < 3 for example in data["example_id"]) > 3
+
+
+def test_answers_that_fit_in_no_window_are_counted(bert_tokenizer, caplog) -> None:
+    rows = qa_rows(3, seed=5)
+    context = "john lives in " + " ".join(["paris"] * 20) + " ."
+    rows = _with_row(rows, 1, context=context,
+                     answers={"text": [" ".join(["paris"] * 20)], "answer_start": [len("john lives in ")]})
+    with caplog.at_level(logging.WARNING, logger="mtl_hf"):
+        data = preprocess_task(WHERE, raw(**rows), bert_tokenizer, max_seq_length=32)["train"]
+    assert "the answer of 1 of 3 questions is wholly inside none of their windows" in caplog.text
+    assert all(labels == [0, 0] for labels, example in zip(data["labels"], data["example_id"]) if example == 1)
+
+
+def test_answers_in_a_csv_cell_are_a_json_object(bert_tokenizer, tmp_path: Path) -> None:
+    rows = qa_rows(3, seed=6)
+    path = tmp_path / "train.csv"
+    with path.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["question", "context", "answers"])
+        for question, context, answers in zip(rows["question"], rows["context"], rows["answers"]):
+            writer.writerow([question, context, json.dumps(answers)])
+        writer.writerow([rows["question"][0], rows["context"][0], "paris"])
+    spec = TaskSpec(name="where", type="extractive_qa", train_file=str(path))
+    with pytest.raises(ValueError, match=r"row 3 \(.*train\.csv, line 5\), column 'answers': expected "
+                                         r"\{\"text\": \[...\], \"answer_start\": \[...\]\} \(in CSV/TSV, as a JSON "
+                                         r"object\), got str 'paris'"):
+        preprocess_task(spec, load_raw_datasets(spec), bert_tokenizer, max_seq_length=48)
+    path.write_text("\n".join(path.read_text().splitlines()[:-1]) + "\n")
+    data = preprocess_task(spec, load_raw_datasets(spec), bert_tokenizer, max_seq_length=48)["train"]
+    assert data["answer_texts"] == [answers["text"] for answers in rows["answers"]]
+
+
+def test_a_requested_task_without_an_input_of_its_kind_is_refused(bert_tokenizer) -> None:
+    model = make_model(bert_tokenizer.vocab_size, specs=(WHERE, TOPIC)).eval()
+    pipe = MultiTaskPipeline(model, bert_tokenizer, max_length=48)
+    question = {"question": "where does john live ?", "context": "john lives in rome ."}
+    with pytest.raises(ValueError, match=r"Task\(s\) topic read a text \(a string\), and no input of the request is "
+                                         "one"):
+        pipe(question, tasks=["topic", "where"])
+    assert set(pipe(question)) == {"where"}  # all tasks: each input gets those of its kind
+
+
+def test_a_tokenizer_that_pads_on_the_left_is_refused_naming_the_task(bert_tokenizer) -> None:
+    tokenizer = copy.deepcopy(bert_tokenizer)
+    tokenizer.padding_side = "left"
+    with pytest.raises(ValueError, match=r"Task 'where', split 'train'.*pads on the right.*pads on the left"):
+        preprocess_task(WHERE, raw(**qa_rows(2, seed=0)), tokenizer, max_seq_length=48)
+
+
+def test_continuing_a_squad_1_head_on_squad_2_keeps_it(bert_tokenizer, tmp_path: Path, caplog) -> None:
+    """The no-answer target is the first token with or without version_2_with_negative: the trained head keeps its
+    meaning, so a task file may turn it on (with a warning), as it may change the other QA settings."""
+    import run_mtl
+
+    model_dir = tmp_path / "trained"
+    MultiTaskModel(MultiTaskConfig(encoder=tiny_encoder_config("bert", bert_tokenizer.vocab_size),
+                                   tasks=[WHERE])).save_pretrained(model_dir)
+    config = transformers.AutoConfig.from_pretrained(model_dir)
+    spec = TaskSpec(name="where", type="extractive_qa", version_2_with_negative=True, null_score_diff_threshold=1.5)
+    given = {"where": {"name", "type", "version_2_with_negative", "null_score_diff_threshold"}}
+    with caplog.at_level(logging.WARNING):
+        [spec] = run_mtl.continue_trained_tasks(config, [spec], given, tmp_path / "tasks.yaml")
+    assert spec.version_2_with_negative is True and spec.doc_stride == 8 and spec.null_score_diff_threshold == 1.5
+    assert "version_2_with_negative True from the task file replaces the trained model's False" in caplog.text

@@ -97,6 +97,11 @@ class TaskType:
         """Validate and tokenize one split with ``Dataset.map`` (batched, cached), naming any bad row."""
         raise NotImplementedError
 
+    def first_rows(self, spec: TaskSpec, dataset: "datasets.Dataset", count: int) -> "datasets.Dataset":
+        """The encoded rows of the split's first ``count`` input rows (``--max_*_samples``): by default the first
+        ``count`` rows, one per input row."""
+        return dataset.select(range(min(count, len(dataset))))
+
     # ---- metrics --------------------------------------------------------------------------------------------------
 
     def metric_names(self, spec: TaskSpec) -> list[str]:

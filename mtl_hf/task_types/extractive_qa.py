@@ -49,6 +49,7 @@ CONTEXT_COLUMN = "context"
 ANSWERS_COLUMN = "answer_texts"
 _CORRECTED_COLUMN = "_corrected"
 _SHORT_STRIDE_COLUMN = "_short_stride"
+_UNPLACED_COLUMN = "_unplaced"
 NO_ANSWER = ""
 
 
@@ -148,23 +149,28 @@ class ExtractiveQATaskType(TaskType):
     def load_file(self, spec: TaskSpec, where: str, path: str, cache_dir: str | None) -> datasets.Dataset | None:
         """A JSON document in SQuAD's nested layout (``{"data": [{"title", "paragraphs": [{"context", "qas": [{"id",
         "question", "answers"}]}]}]}``), or JSON lines of such articles, is read as one row per question, in the
-        columns the task names."""
-        if not path.lower().endswith((".json", ".jsonl")) or squad_articles(path) is None:
+        columns the task names; without the answers column where no question has ``answers`` (unlabelled data)."""
+        articles = squad_articles(path) if path.lower().endswith((".json", ".jsonl")) else None
+        if articles is None:
             return None
+        # A file whose questions carry no "answers" at all is unlabelled (data to predict on).
+        labelled = any(isinstance(qa, dict) and "answers" in qa for article in articles
+                       for paragraph in article.get("paragraphs") or [] if isinstance(paragraph, dict)
+                       for qa in paragraph.get("qas") or [])
         stat = os.stat(path)
-        answers = {"text": datasets.List(datasets.Value("string")),
-                   "answer_start": datasets.List(datasets.Value("int64"))}
-        features = datasets.Features({
+        features = {
             ID_COLUMN: datasets.Value("string"), "title": datasets.Value("string"),
             spec.context_column_name: datasets.Value("string"), spec.question_column_name: datasets.Value("string"),
-            spec.answers_column_name: answers,
-        })
+        }
+        if labelled:
+            features[spec.answers_column_name] = {"text": datasets.List(datasets.Value("string")),
+                                                  "answer_start": datasets.List(datasets.Value("int64"))}
         try:
             return datasets.Dataset.from_generator(
-                read_squad, features=features, cache_dir=cache_dir,
+                read_squad, features=datasets.Features(features), cache_dir=cache_dir,
                 gen_kwargs={"path": os.path.abspath(path), "mtime_ns": stat.st_mtime_ns, "size": stat.st_size,
                             "columns": (spec.context_column_name, spec.question_column_name,
-                                        spec.answers_column_name)},
+                                        spec.answers_column_name if labelled else None)},
             )
         except DatasetGenerationError as err:
             cause = err.__cause__ or err  # read_squad's ValueError names the file and the place in it
@@ -172,6 +178,9 @@ class ExtractiveQATaskType(TaskType):
 
     def encode_split(self, context: SplitContext, dataset: datasets.Dataset) -> SplitEncoding:
         spec, split = context.spec, context.split
+        if context.tokenizer.padding_side != "right":
+            raise ValueError(f"{context.where}: extractive QA needs a tokenizer that pads on the right (its first "
+                             f"token is the no-answer position); this one pads on the {context.tokenizer.padding_side}")
         labelled = context.label_column is not None
         ids = datasets.List(datasets.Value("int64"))
         columns: dict[str, Any] = {
@@ -181,6 +190,7 @@ class ExtractiveQATaskType(TaskType):
             CONTEXT_COLUMN: datasets.Value("string"),
             _CORRECTED_COLUMN: datasets.Value("int64"),
             _SHORT_STRIDE_COLUMN: datasets.Value("bool"),
+            _UNPLACED_COLUMN: datasets.Value("bool"),
         }
         if labelled:
             columns[ANSWERS_COLUMN] = datasets.List(datasets.Value("string"))
@@ -217,7 +227,19 @@ class ExtractiveQATaskType(TaskType):
                         spec.name, split, len(dataset), len(encoded), context.max_length,
                         doc_stride(spec, context.max_length))
         # No row is truncated: a context that does not fit is cut into windows, every one of which is kept.
-        return SplitEncoding(encoded.remove_columns([_CORRECTED_COLUMN, _SHORT_STRIDE_COLUMN]), 0)
+        unplaced = sum(encoded[_UNPLACED_COLUMN])
+        if unplaced:
+            logger.warning(
+                "task %r, split %r: the answer of %d of %d questions is wholly inside none of their windows (it is "
+                "longer than the room a window of %d leaves for the context): every window of theirs is trained as "
+                "'no answer' (the first token), as run_qa.py does", spec.name, split, unplaced, len(dataset),
+                context.max_length,
+            )
+        return SplitEncoding(encoded.remove_columns([_CORRECTED_COLUMN, _SHORT_STRIDE_COLUMN, _UNPLACED_COLUMN]), 0)
+
+    def first_rows(self, spec: TaskSpec, dataset: datasets.Dataset, count: int) -> datasets.Dataset:
+        """Every window of the first ``count`` questions (run_qa.py's ``max_*_samples`` count examples too)."""
+        return dataset.select([window for windows in _windows_per_row(dataset)[:count] for window in windows])
 
     # ---- metrics --------------------------------------------------------------------------------------------------
 
@@ -316,7 +338,11 @@ class ExtractiveQATaskType(TaskType):
                 "SQuAD's normalisation (lower case, no punctuation, articles or extra spaces; `exact_match` too)")
 
     def snippet(self, spec: TaskSpec) -> str:
-        return "context[offsets[out[:, 0].argmax()][0]:offsets[out[:, 1].argmax()][1]]"
+        """The best start + end over ``allowed`` spans (the card defines it: start <= end, both in the context), at
+        most ``max_answer_length`` tokens long: one window's answer, without the n-best search over windows."""
+        return ("(lambda i: context[offsets[i // len(offsets)][0]:offsets[i % len(offsets)][1]])(int((out[:, 0, None] "
+                "+ out[None, :, 1]).masked_fill(~allowed | allowed.triu(task.max_answer_length), float('-inf'))"
+                ".argmax()))")
 
 
 def squad_articles(path: str) -> list[Any] | None:
@@ -342,9 +368,11 @@ def squad_articles(path: str) -> list[Any] | None:
     return articles if is_nested else None
 
 
-def read_squad(path: str, mtime_ns: int, size: int, columns: tuple[str, str, str]) -> Iterator[dict[str, Any]]:
-    """One row per question of a file of SQuAD articles (:func:`squad_articles`): ``id``, ``title`` and the context, question and answers columns
-    (``columns``); an unanswerable SQuAD 2.0 question has no answers. ``mtime_ns`` and ``size`` only key datasets'
+def read_squad(path: str, mtime_ns: int, size: int, columns: tuple[str, str, str | None]
+               ) -> Iterator[dict[str, Any]]:
+    """One row per question of a file of SQuAD articles (:func:`squad_articles`): ``id``, ``title`` and the context,
+    question and answers columns (``columns``; no answers column for unlabelled data, where it is ``None``); an
+    unanswerable SQuAD 2.0 question has no answers. ``mtime_ns`` and ``size`` only key datasets'
     cache to the file's state."""
     context_column, question_column, answers_column = columns
     articles = squad_articles(path) or []
@@ -359,7 +387,19 @@ def read_squad(path: str, mtime_ns: int, size: int, columns: tuple[str, str, str
             for q, qa in enumerate(paragraph.get("qas") or []):
                 if not isinstance(qa, dict) or not isinstance(qa.get("question"), str):
                     raise ValueError(f"{where}.qas[{q}]: expected an object with a 'question' string")
-                answers = qa.get("answers") or []
+                row = {
+                    ID_COLUMN: str(qa.get("id", f"{a}.{p}.{q}")),
+                    "title": str(article.get("title", "")),
+                    context_column: paragraph["context"],
+                    question_column: qa["question"],
+                }
+                if answers_column is None:  # unlabelled
+                    yield row
+                    continue
+                if "answers" not in qa:
+                    raise ValueError(f"{where}.qas[{q}]: no 'answers', which other questions of the file have (give "
+                                     "unanswerable questions an empty list)")
+                answers = qa["answers"] or []
                 if not isinstance(answers, list) or not all(
                         isinstance(answer, dict) and {"text", "answer_start"} <= set(answer) for answer in answers):
                     raise ValueError(f"{where}.qas[{q}]: 'answers' must be a list of {{\"text\", \"answer_start\"}}")
@@ -367,13 +407,8 @@ def read_squad(path: str, mtime_ns: int, size: int, columns: tuple[str, str, str
                     starts = [int(answer["answer_start"]) for answer in answers]
                 except (TypeError, ValueError):
                     raise ValueError(f"{where}.qas[{q}]: an answer_start is not a whole number") from None
-                yield {
-                    ID_COLUMN: str(qa.get("id", f"{a}.{p}.{q}")),
-                    "title": str(article.get("title", "")),
-                    context_column: paragraph["context"],
-                    question_column: qa["question"],
-                    answers_column: {"text": [str(answer["text"]) for answer in answers], "answer_start": starts},
-                }
+                row[answers_column] = {"text": [str(answer["text"]) for answer in answers], "answer_start": starts}
+                yield row
 
 
 def _context_room(tokenizer: PreTrainedTokenizerBase, questions: list[str], max_length: int) -> list[int]:
@@ -421,9 +456,16 @@ def _answer_span(context: str, text: str, start: int) -> tuple[int, bool]:
 
 
 def _read_answers(value: Any, context: str) -> tuple[list[tuple[str, int]], int, str | None]:
-    """``([(text, start)], corrected count, problem)`` of one row's SQuAD-style answers."""
+    """``([(text, start)], corrected count, problem)`` of one row's SQuAD-style answers (in a CSV/TSV cell, written
+    as a JSON object)."""
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except json.JSONDecodeError:
+            pass
     if not isinstance(value, dict) or not {"text", "answer_start"} <= set(value):
-        return [], 0, f'expected {{"text": [...], "answer_start": [...]}}, got {type(value).__name__} {value!r}'[:200]
+        return [], 0, (f'expected {{"text": [...], "answer_start": [...]}} (in CSV/TSV, as a JSON object), got '
+                       f"{type(value).__name__} {value!r}")[:200]
     texts, starts = value["text"], value["answer_start"]
     if not isinstance(texts, list) or not isinstance(starts, list) or len(texts) != len(starts):
         return [], 0, f"'text' and 'answer_start' must be lists of the same length, got {texts!r} and {starts!r}"[:200]
@@ -510,9 +552,11 @@ def _encode_qa(
                 record["labels"] = list(span) if span is not None else [0, 0]
             windows.setdefault(source, []).append(record)
 
+    unplaced = {source for source, records in windows.items()
+                if answers_column is not None and answers[source] and all(r["labels"] == [0, 0] for r in records)}
     output: dict[str, list] = {name: [] for name in (*tokenizer.model_input_names, OFFSETS_COLUMN, TASK_COLUMN,
                                                      _TRUNCATED_COLUMN, EXAMPLE_ID_COLUMN, ID_COLUMN, CONTEXT_COLUMN,
-                                                     _CORRECTED_COLUMN, _SHORT_STRIDE_COLUMN)}
+                                                     _CORRECTED_COLUMN, _SHORT_STRIDE_COLUMN, _UNPLACED_COLUMN)}
     if answers_column is not None:
         output["labels"], output[ANSWERS_COLUMN] = [], []
     for source in range(len(questions)):
@@ -527,6 +571,7 @@ def _encode_qa(
             # Each row's corrections are counted once, on its first window.
             output[_CORRECTED_COLUMN].append(corrected[source] if answers_column is not None and number == 0 else 0)
             output[_SHORT_STRIDE_COLUMN].append(number == 0 and source in short)
+            output[_UNPLACED_COLUMN].append(number == 0 and source in unplaced)
             if answers_column is not None:
                 output[ANSWERS_COLUMN].append([text for text, _ in answers[source]])
     return output
