@@ -948,11 +948,10 @@ def welch_p(a: list[float], b: list[float]) -> float | None:
         return float(stats.ttest_ind(a, b, equal_var=False).pvalue)
 
 
-def five_summary(five: dict[str, Any]) -> dict[str, Any]:
-    """The seeds in which both contenders finished, reduced to: per contender, task and metric the mean and standard
-    deviation over seeds; parameters; training throughput (all examples / all step-loop seconds of every seed) and
-    the per-seed throughput ratios (a) / (b)."""
-    runs = [run for run in five["runs"] if "mtl" in run and "single" in run]
+def contender_summary(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """``{"seeds"}`` and, per contender ("mtl", "single") of the finished ``runs``: every task's metrics as mean ±
+    std over the seeds, its model count and parameters, mean training seconds per seed and training throughput (all
+    examples / all step-loop seconds)."""
     summary: dict[str, Any] = {"seeds": [run["seed"] for run in runs]}
     if not runs:
         return summary
@@ -968,6 +967,17 @@ def five_summary(five: dict[str, Any]) -> dict[str, Any]:
             "examples_per_s": sum(run[contender]["train_examples"] for run in runs)
                               / sum(run[contender]["loop_seconds"] for run in runs),
         }
+    return summary
+
+
+def five_summary(five: dict[str, Any]) -> dict[str, Any]:
+    """The seeds in which both contenders finished, reduced to: per contender, task and metric the mean and standard
+    deviation over seeds; parameters; training throughput (all examples / all step-loop seconds of every seed) and
+    the per-seed throughput ratios (a) / (b)."""
+    runs = [run for run in five["runs"] if "mtl" in run and "single" in run]
+    summary = contender_summary(runs)
+    if not runs:
+        return summary
     summary["single_task_examples_per_s"] = {
         task: sum(run["single"]["tasks"][task]["train_examples"] for run in runs)
               / sum(run["single"]["tasks"][task]["loop_seconds"] for run in runs)
@@ -1271,23 +1281,7 @@ QA_OTHER_METRICS = {"ner": ("f1", "precision", "recall"), "topic": ("accuracy", 
 def qa_summary(qa: dict[str, Any]) -> dict[str, Any]:
     """The seeds in which both contenders finished, reduced to mean ± std over seeds: per contender, every task and
     metric it has scores for ((b) only has QA), and its mean training time per seed."""
-    runs = [run for run in qa["runs"] if "mtl" in run and "single" in run]
-    summary: dict[str, Any] = {"seeds": [run["seed"] for run in runs]}
-    if not runs:
-        return summary
-    for contender in ("mtl", "single"):
-        first = runs[0][contender]
-        summary[contender] = {
-            "scores": {task: {metric: _mean_std([run[contender]["scores"][task][metric] for run in runs])
-                              for metric in metrics}
-                       for task, metrics in first["scores"].items()},
-            "models": first["models"],
-            "parameters": first["parameters"],
-            "train_seconds": statistics.fmean(run[contender]["train_seconds"] for run in runs),
-            "examples_per_s": sum(run[contender]["train_examples"] for run in runs)
-                              / sum(run[contender]["loop_seconds"] for run in runs),
-        }
-    return summary
+    return contender_summary([run for run in qa["runs"] if "mtl" in run and "single" in run])
 
 
 def evaluate_qa_target(qa: dict[str, Any]) -> dict[str, Any] | None:

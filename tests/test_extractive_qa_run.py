@@ -15,14 +15,11 @@ from pathlib import Path
 import pytest
 import torch
 import transformers
-import yaml
 
 import mtl_hf  # noqa: F401  (registers the model with AutoModel)
 from mtl_hf import MultiTaskPipeline
 from mtl_hf.tokenization import encode_questions
-from tests.conftest import save_tiny_bert
-from tests.test_run_mtl import run
-from tests.test_task_types_run import REMOTE_SCRIPT
+from tests.test_task_types_run import REMOTE_SCRIPT, train_task_file
 from tests.trainer_fixtures import NER, qa_rows, write_task_files
 
 MAX_SEQ_LENGTH = 48
@@ -62,18 +59,9 @@ TASKS = [
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory: pytest.TempPathFactory, tokenizer_dir: Path) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("qa_run")
-    encoder = save_tiny_bert(root / "tiny-bert", tokenizer_dir)
     write_task_files(root / "data")
     write_qa_files(root / "data")
-    (root / "tasks.yaml").write_text(yaml.safe_dump({"tasks": TASKS}))
-    out = root / "out"
-    result = run(["--model_name_or_path", str(encoder), "--tasks", "tasks.yaml", "--output_dir", str(out),
-                  "--do_train", "--do_eval", "--do_predict", "--num_train_epochs", "12",
-                  "--per_device_train_batch_size", "8", "--learning_rate", "8e-3",
-                  "--max_seq_length", str(MAX_SEQ_LENGTH), "--logging_steps", "10", "--save_strategy", "no",
-                  "--seed", "1", "--report_to", "none", "--use_cpu"], cwd=root)
-    assert result.returncode == 0, result.stderr[-4000:]
-    return {"root": root, "out": out}
+    return train_task_file(root, tokenizer_dir, TASKS, epochs=12, max_seq_length=MAX_SEQ_LENGTH)
 
 
 def test_qa_is_evaluated_and_combined_with_the_other_tasks(trained: dict[str, Path]) -> None:

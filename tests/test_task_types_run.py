@@ -67,21 +67,28 @@ TASKS = [
 ]
 
 
+def train_task_file(root: Path, tokenizer_dir: Path, tasks: list[dict], epochs: int, max_seq_length: int
+                    ) -> dict[str, Path]:
+    """run_mtl.py in a subprocess on `tasks` (data files under `root/data`) from a tiny BERT: train, evaluate and
+    predict into `root/out`."""
+    encoder = save_tiny_bert(root / "tiny-bert", tokenizer_dir)
+    (root / "tasks.yaml").write_text(yaml.safe_dump({"tasks": tasks}))
+    out = root / "out"
+    result = run(["--model_name_or_path", str(encoder), "--tasks", "tasks.yaml", "--output_dir", str(out),
+                  "--do_train", "--do_eval", "--do_predict", "--num_train_epochs", str(epochs),
+                  "--per_device_train_batch_size", "8", "--learning_rate", "8e-3", "--max_seq_length",
+                  str(max_seq_length), "--logging_steps", "10", "--save_strategy", "no", "--seed", "1",
+                  "--report_to", "none", "--use_cpu"], cwd=root)
+    assert result.returncode == 0, result.stderr[-4000:]
+    return {"root": root, "out": out}
+
+
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory: pytest.TempPathFactory, tokenizer_dir: Path) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("task_types_run")
-    encoder = save_tiny_bert(root / "tiny-bert", tokenizer_dir)
     write_task_files(root / "data")
     write_new_task_files(root / "data")
-    (root / "tasks.yaml").write_text(yaml.safe_dump({"tasks": TASKS}))
-    out = root / "out"
-    result = run(["--model_name_or_path", str(encoder), "--tasks", "tasks.yaml", "--output_dir", str(out),
-                  "--do_train", "--do_eval", "--do_predict", "--num_train_epochs", "5",
-                  "--per_device_train_batch_size", "8", "--learning_rate", "8e-3", "--max_seq_length", "32",
-                  "--logging_steps", "10", "--save_strategy", "no", "--seed", "1", "--report_to", "none",
-                  "--use_cpu"], cwd=root)
-    assert result.returncode == 0, result.stderr[-4000:]
-    return {"root": root, "out": out}
+    return train_task_file(root, tokenizer_dir, TASKS, epochs=5, max_seq_length=32)
 
 
 def test_every_type_is_evaluated_and_combined(trained: dict[str, Path]) -> None:
