@@ -6,6 +6,7 @@ from .configuration_multitask import MultiTaskConfig, TaskSpec
 from .modeling_multitask import MultiTaskModel, MultiTaskModelOutput
 from .sampler import MultiTaskBatchSampler, SamplingStrategy
 from .data import MultiTaskDataCollator, load_task_file, preprocess_task
+from .export import export_task
 from .pipeline import MultiTaskPipeline
 from .task_types import TaskType, get_task_type, register_task_type
 from .trainer import MultiTaskPredictionOutput, MultiTaskTrainer, NonFiniteLossError
@@ -35,6 +36,7 @@ __all__ = [
     "TaskSpec",
     "TaskType",
     "__version__",
+    "export_task",
     "get_task_type",
     "load_task_file",
     "preprocess_task",
