@@ -273,6 +273,15 @@ class MultiTaskModel(PreTrainedModel):
         reference = next(self.encoder.parameters())
         self.heads[spec.name] = head.to(device=reference.device, dtype=reference.dtype)
 
+    def export_task(self, task: str, directory: str, tokenizer: Any = None, overwrite: bool = False) -> Any:
+        """Write ``task`` as a plain transformers checkpoint (see ``mtl_hf.export.export_task``, which this calls;
+        it needs mtl_hf installed, unlike the rest of this file)."""
+        try:
+            from mtl_hf.export import export_task
+        except ImportError as err:  # a model loaded with trust_remote_code where mtl_hf is not installed
+            raise ImportError("export_task needs mtl_hf: pip install mtl_hf") from err
+        return export_task(self, task, directory, tokenizer=tokenizer, overwrite=overwrite)
+
     # ---- embeddings (so resize_token_embeddings and friends reach the encoder) ----------------------------
 
     def get_input_embeddings(self) -> nn.Module:

@@ -291,3 +291,11 @@ def test_python_dash_m_runs_the_command(saved_model: Path, tmp_path: Path) -> No
 
 def test_export_task_is_public() -> None:
     assert "export_task" in mtl_hf.__all__ and mtl_hf.export_task is export_task
+
+
+def test_the_model_exports_its_own_task(bert_tokenizer, tmp_path: Path) -> None:
+    """`model.export_task(name, directory)` is the function's export."""
+    model = make_model("bert", bert_tokenizer)
+    out = model.export_task("ner", tmp_path / "ner", tokenizer=bert_tokenizer)
+    assert out == tmp_path / "ner"
+    assert json.loads((out / "config.json").read_text())["architectures"] == ["BertForTokenClassification"]
