@@ -7,15 +7,23 @@ written at the end of `run_mtl.py` or by `Trainer.push_to_hub`.
 Its code snippets run as pasted, without a prompt: the first needs transformers alone (`trust_remote_code=True` for
 the tokenizer too, because `AutoTokenizer` reads the model's config.json, whose `auto_map` points at the stored code),
 the second needs mtl_hf.
+
+The metadata is a `huggingface_hub.ModelCardData`: tags, license, language, base model, Hub datasets, and every
+task's scores as `EvalResult`s, which the Hub renders in the model index (`ModelCard.load(path).data.eval_results`
+reads them back).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from huggingface_hub import EvalResult, ModelCard, ModelCardData
+from huggingface_hub.repocard_data import eval_results_to_model_index
 
 from .configuration_multitask import TaskSpec
 from .metrics import main_metric
@@ -28,6 +36,9 @@ HYPERPARAMETERS = (
     "task_weights", "bf16", "fp16",
 )
 SPLIT_FILES = (("train_file", "train"), ("validation_file", "validation"), ("test_file", "test"))
+RESULT_SPLITS = (("eval", "validation"), ("test", "test"))  # metric key prefix -> the split the model index names
+NOT_RESULTS = ("loss",)  # in the card's table, not in the model index: a loss is not a score to compare models by
+METADATA_ORDER = ["library_name", "tags", "license", "language", "base_model", "datasets"]  # then the model index
 EXAMPLE_TEXT = "Maria Keller joined Northwind Systems in Lyon."
 EXAMPLE_PAIR = ("Maria Keller joined Northwind Systems in Lyon.", "Maria Keller works in France.")
 EXAMPLE_QUESTION = {"question": "Where did Maria Keller join Northwind Systems?", "context": EXAMPLE_TEXT}
@@ -56,9 +67,33 @@ def describe_data(spec: TaskSpec) -> str | None:
     return "files " + ", ".join(files) if files else None
 
 
+class MultiTaskCardMetadata(ModelCardData):
+    """`ModelCardData` whose model index keeps each task's results apart. The library groups results by task type,
+    dataset, configuration and split only, so two tasks of one type on one dataset (the NER and the POS tags of
+    conll2003) would be listed as one, with every metric under the first task's name. Any `ModelCard` reads the
+    index back (`data.eval_results`, one per task, split and metric)."""
+
+    def _to_dict(self, data_dict: dict[str, Any]) -> None:
+        super()._to_dict(data_dict)
+        if self.eval_results:
+            by_task: dict[str | None, list[EvalResult]] = {}
+            for result in self.eval_results:
+                by_task.setdefault(result.task_name, []).append(result)
+            data_dict["model-index"] = [{"name": self.model_name, "results": [
+                entry for results in by_task.values()
+                for entry in eval_results_to_model_index(self.model_name, results)[0]["results"]]}]
+
+
+class MultiTaskModelCard(ModelCard):
+    """A `ModelCard` that writes its metadata back with each task's results apart (see `MultiTaskCardMetadata`)."""
+
+    card_data_class = MultiTaskCardMetadata
+
+
 @dataclass
 class MultiTaskModelCardData:
-    """Everything the card says; `render()` turns it into a Hub README with YAML metadata.
+    """Everything the card says; `render()` turns it into a Hub README with YAML metadata (`card_data()`), and
+    `to_model_card()` into a `huggingface_hub.ModelCard`.
 
     `title` heads the card; `model_id` is what its snippets load (the Hub id, or the local folder's absolute path, so
     that they run as pasted on the machine that trained the model).
@@ -82,22 +117,48 @@ class MultiTaskModelCardData:
         """A local folder is not a Hub id: it must not go into the `base_model` metadata."""
         return bool(self.base_model) and not Path(self.base_model).exists() and not self.base_model.startswith("/")
 
-    def _metadata(self) -> str:
+    def _dataset_of(self, task: TaskSpec) -> tuple[str, str | None]:
+        """The dataset a task's scores are reported on, for the model index: the Hub id and configuration, else (local
+        files or folder, or data the card was not told) the task's name, as the index needs some name."""
+        spec = self.task_data.get(task.name)
+        if spec is not None and is_hub_dataset(spec):
+            return spec.dataset_name, spec.dataset_config_name
+        return task.name, None
+
+    def eval_results(self) -> list[EvalResult]:
+        """Every task's scores as the Hub's model index reports them: per task, split (`validation`, `test`) and
+        metric, the main metric first; not the losses, the combined score (no single task or dataset) or a score
+        that is not a finite number (YAML's `.nan`, which the Hub rejects)."""
+        results = []
+        for task in self.tasks:
+            dataset, config = self._dataset_of(task)
+            for split, split_name in RESULT_SPLITS:
+                results += [EvalResult(task_type=get_task_type(task).pipeline_tag, task_name=task.name,
+                                       dataset_type=dataset, dataset_name=dataset, dataset_config=config,
+                                       dataset_split=split_name, metric_type=name, metric_value=float(value))
+                            for name, value in self._scores(task, split)
+                            if name not in NOT_RESULTS and math.isfinite(value)]
+        return results
+
+    def card_data(self) -> MultiTaskCardMetadata:
+        """The card's metadata: library, tags (mtl_hf, multi-task, each task type's pipeline tag, then those given),
+        license, language, base model (a Hub id only), the Hub datasets, and the model index of `eval_results()`."""
         pipeline_tags = sorted({get_task_type(task).pipeline_tag for task in self.tasks})
-        lines = ["---", "library_name: transformers", "tags:", "- mtl_hf", "- multi-task"]
-        lines += [f"- {tag}" for tag in pipeline_tags]
-        lines += [f"- {tag}" for tag in self.tags if tag not in ("mtl_hf", "multi-task", *pipeline_tags)]
-        if self.license:
-            lines += [f"license: {self.license}"]
-        if self.language:
-            lines += ["language:"] + [f"- {language}" for language in self.language]
-        if self.base_model_is_on_hub:
-            lines += [f"base_model: {self.base_model}"]
         hub_datasets = [spec.dataset_name for spec in self.task_data.values() if is_hub_dataset(spec)]
-        if hub_datasets:
-            lines += ["datasets:"] + [f"- {name}" for name in dict.fromkeys(hub_datasets)]
-        lines += ["---"]
-        return "\n".join(lines)
+        results = self.eval_results()
+        return MultiTaskCardMetadata(
+            library_name="transformers",
+            tags=list(dict.fromkeys(["mtl_hf", "multi-task", *pipeline_tags, *self.tags])),
+            license=self.license or None,
+            language=self.language or None,
+            base_model=self.base_model if self.base_model_is_on_hub else None,
+            datasets=list(dict.fromkeys(hub_datasets)) or None,
+            model_name=self.title if results else None,  # the model index's name; without results, no key
+            eval_results=results or None,
+        )
+
+    def _metadata(self) -> str:
+        return f"---\n{self.card_data().to_yaml(original_order=METADATA_ORDER)}\n---"
 
     def _task_table(self) -> str:
         rows = ["| task | type | outputs | weight |", "|---|---|---|---|"]
@@ -122,18 +183,21 @@ class MultiTaskModelCardData:
         matches = [task for task in self.tasks if key.startswith(f"{split}_{task.name}_")]
         return max(matches, key=lambda task: len(task.name), default=None)
 
+    def _scores(self, task: TaskSpec, split: str) -> list[tuple[str, float]]:
+        """A task's metrics of one split (`eval`, `test`) by name: the main metric first, then alphabetically."""
+        prefix, main = f"{split}_{task.name}_", main_metric(task)
+        names = [key[len(prefix):] for key in self.metrics
+                 if self._task_of(key, split) is task and not key.endswith(NOT_SCORES)]
+        return [(name, self.metrics[prefix + name]) for name in sorted(names, key=lambda name: (name != main, name))]
+
     def _metrics_table(self) -> str:
         """Per task and split: the main metric first, then the others alphabetically; then the combined score."""
         rows = ["| task | split | metric | value |", "|---|---|---|---|"]
         for task in self.tasks:
-            main = main_metric(task)
-            for split in ("eval", "test"):
-                prefix = f"{split}_{task.name}_"
-                names = [key[len(prefix):] for key in self.metrics
-                         if self._task_of(key, split) is task and not key.endswith(NOT_SCORES)]
-                for name in sorted(names, key=lambda name: (name != main, name)):
-                    rows.append(f"| {task.name} | {split} | {name} | {self.metrics[prefix + name]:.4f} |")
-        for split in ("eval", "test"):
+            for split, _ in RESULT_SPLITS:
+                rows += [f"| {task.name} | {split} | {name} | {value:.4f} |"
+                         for name, value in self._scores(task, split)]
+        for split, _ in RESULT_SPLITS:
             if f"{split}_combined_score" in self.metrics:
                 rows.append(f"| all | {split} | combined_score | {self.metrics[f'{split}_combined_score']:.4f} |")
         return "\n".join(rows) if len(rows) > 2 else "No evaluation was run."
@@ -222,7 +286,12 @@ pipe = MultiTaskPipeline.from_pretrained({json.dumps(self.model_id)})
         default = dataclasses.replace(task, main_metric=None)
         return f"chosen in the task file instead of the type's `{main_metric(default)}` ({scoring(default)})"
 
+    def to_model_card(self) -> MultiTaskModelCard:
+        """The card as a `huggingface_hub.ModelCard` (parsing it checks the metadata); `.save(path)` writes it."""
+        return MultiTaskModelCard(self.render())
+
     def render(self) -> str:
+        """The card's text: the YAML metadata of `card_data()`, then the Markdown body."""
         if self.base_model_is_on_hub:
             base = f"[{self.base_model}](https://huggingface.co/{self.base_model})"
         else:

@@ -622,4 +622,4 @@ class MultiTaskTrainer(Trainer):
         card = build_model_card(self, model_name=getattr(self, "hub_model_id", None) or model_name,
                                 base_model=finetuned_from, task_data=task_data, license=license, language=language,
                                 tags=tags)
-        (output_dir / "README.md").write_text(card.render(), encoding="utf-8")
+        card.to_model_card().save(output_dir / "README.md")  # parsed by huggingface_hub, so its metadata is valid

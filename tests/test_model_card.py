@@ -1,9 +1,12 @@
 """The model card: its snippets run as pasted (with and without mtl_hf, never prompting), it names the data, leads
-each task with its main metric, says how each NER task is scored; and the training curves show a single point."""
+each task with its main metric, says how each NER task is scored, its metadata parses with `huggingface_hub.ModelCard`
+and carries every task's scores in the model index; and the training curves show a single point."""
 
 from __future__ import annotations
 
 import ast
+import json
+import math
 import os
 import re
 import subprocess
@@ -13,9 +16,11 @@ from pathlib import Path
 import pytest
 import torch
 import transformers
+import yaml
+from huggingface_hub import ModelCard
 
 from mtl_hf import MultiTaskConfig, MultiTaskModel, MultiTaskTrainer, MultiTaskTrainingArguments, TaskSpec
-from mtl_hf.model_card import EXAMPLE_QUESTION, MultiTaskModelCardData, training_curves_figure
+from mtl_hf.model_card import EXAMPLE_QUESTION, MultiTaskModelCardData, build_model_card, training_curves_figure
 from tests.conftest import tiny_encoder_config
 
 REPO = Path(__file__).resolve().parents[1]
@@ -110,6 +115,97 @@ def test_card_of_a_local_run_has_a_title_its_data_and_a_loadable_path(model_dir:
             "(configuration `en`)") in card
     assert "datasets:\n- someone/conll-like\n---" in card
     assert "/home/me" not in card
+    metadata = ModelCard.load(output_dir / "README.md").data
+    assert metadata.datasets == ["someone/conll-like"] and metadata.eval_results is None  # no evaluation was run
+    assert metadata.library_name == "transformers"
+
+
+def results_of(path: Path) -> dict[tuple[str, str, str], tuple[str, str, str | None, float]]:
+    """The card's model index as read by huggingface_hub: (task, split, metric) -> (task type, dataset, configuration,
+    value); the metrics of each task and split in the order listed."""
+    results = ModelCard.load(path).data.eval_results
+    by_key = {(r.task_name, r.dataset_split, r.metric_type): (r.task_type, r.dataset_type, r.dataset_config,
+                                                              r.metric_value) for r in results}
+    assert len(by_key) == len(results)  # one result per task, split and metric
+    assert all(r.dataset_name == r.dataset_type for r in results)
+    return by_key
+
+
+def test_card_written_by_the_trainer_carries_its_metadata_and_eval_results(model_dir: Path, tmp_path: Path) -> None:
+    """The metrics `run_mtl.py` saves (`eval_results.json`, `predict_results.json`) reach the model index, per task
+    and split, main metric first; base model, license, language, tags and the Hub datasets reach the metadata."""
+    output_dir = tmp_path / "out"
+    output_dir.mkdir()
+    (output_dir / "eval_results.json").write_text(json.dumps({
+        "eval_topic_accuracy": 0.75, "eval_topic_macro_f1": 0.5, "eval_topic_loss": 0.6, "eval_topic_runtime": 0.1,
+        "eval_ner_f1": 0.25, "eval_ner_PER_f1": 0.5, "eval_ner_loss": 1.5, "eval_ner_samples": 8,
+        "eval_combined_score": 0.5, "eval_loss": 1.0}))
+    (output_dir / "predict_results.json").write_text(json.dumps({"test_topic_accuracy": 0.625, "test_ner_f1": 0.125}))
+    trainer = MultiTaskTrainer(model=MultiTaskModel.from_pretrained(model_dir),
+                               args=MultiTaskTrainingArguments(str(output_dir), report_to=[], use_cpu=True),
+                               processing_class=transformers.AutoTokenizer.from_pretrained(model_dir))
+    data = [TaskSpec(name="topic", type="classification", train_file="/data/topic/train.jsonl"),
+            TaskSpec(name="ner", type="ner", dataset_name="someone/conll-like", dataset_config_name="en")]
+    trainer.create_model_card(finetuned_from="google-bert/bert-base-uncased", task_data=data, license="apache-2.0",
+                              language="en", tags=["demo", "mtl_hf"])
+    path = output_dir / "README.md"
+    card = ModelCard.load(path)
+    assert card.data.base_model == "google-bert/bert-base-uncased" and card.data.license == "apache-2.0"
+    assert card.data.language == ["en"] and card.data.datasets == ["someone/conll-like"]
+    assert card.data.tags == ["mtl_hf", "multi-task", "text-classification", "token-classification", "demo"]
+    assert card.data.model_name == "mtl_hf multi-task model: topic, ner"
+    assert card.data.to_dict()["model-index"][0]["name"] == card.data.model_name
+    assert list(results_of(path).items()) == [
+        (("topic", "validation", "accuracy"), ("text-classification", "topic", None, 0.75)),
+        (("topic", "validation", "macro_f1"), ("text-classification", "topic", None, 0.5)),
+        (("topic", "test", "accuracy"), ("text-classification", "topic", None, 0.625)),
+        (("ner", "validation", "f1"), ("token-classification", "someone/conll-like", "en", 0.25)),
+        (("ner", "validation", "PER_f1"), ("token-classification", "someone/conll-like", "en", 0.5)),
+        (("ner", "test", "f1"), ("token-classification", "someone/conll-like", "en", 0.125)),
+    ]  # no losses, runtimes, sample counts or combined score
+    text = path.read_text()
+    assert "| topic | eval | accuracy | 0.7500 |" in text and "| ner | eval | loss | 1.5000 |" in text  # the table
+    assert "| all | eval | combined_score | 0.5000 |" in text
+    assert text == build_model_card(trainer, base_model="google-bert/bert-base-uncased", task_data=data,
+                                    license="apache-2.0", language="en", tags=["demo", "mtl_hf"]).render()
+
+
+def test_model_index_has_each_tasks_type_and_keeps_tasks_on_one_dataset_apart(tmp_path: Path) -> None:
+    """Extractive QA is reported as question-answering, NER as token-classification, classification and regression
+    as text-classification. Two tasks on one Hub dataset and configuration stay two entries, each under its own name
+    (huggingface_hub alone would merge them into the first); a score that is not a number is left out of the index;
+    a local base model is not named in the metadata."""
+    qa = TaskSpec(name="squad", type="extractive_qa")
+    pos = TaskSpec(name="pos", type="ner", labels=["NN", "VB", "DT"], tag_scheme="IO")
+    score = TaskSpec(name="score", type="regression")
+    data = {"ner": TaskSpec(name="ner", type="ner", dataset_name="someone/conll-like", dataset_config_name="en"),
+            "pos": TaskSpec(name="pos", type="ner", dataset_name="someone/conll-like", dataset_config_name="en"),
+            "squad": TaskSpec(name="squad", type="extractive_qa", dataset_name="rajpurkar/squad")}
+    metrics = {"eval_topic_accuracy": 0.5, "eval_ner_f1": 0.25, "eval_pos_token_accuracy": 0.75, "eval_pos_loss": 0.5,
+               "eval_squad_exact_match": 0.125, "eval_squad_f1": 0.375, "test_squad_f1": 0.3,
+               "eval_score_spearmanr": math.nan, "eval_score_mse": 2.0}
+    card = MultiTaskModelCardData(title="someone/model", model_id="someone/model", base_model=str(tmp_path),
+                                  tasks=[TOPIC, NER, pos, qa, score], task_data=data, metrics=metrics, license="mit")
+    path = tmp_path / "README.md"
+    card.to_model_card().save(path)
+    assert path.read_text() == card.render()
+    assert "- question-answering" in card.render().split("---")[1]
+    assert list(results_of(path).items()) == [
+        (("topic", "validation", "accuracy"), ("text-classification", "topic", None, 0.5)),
+        (("ner", "validation", "f1"), ("token-classification", "someone/conll-like", "en", 0.25)),
+        (("pos", "validation", "token_accuracy"), ("token-classification", "someone/conll-like", "en", 0.75)),
+        (("squad", "validation", "f1"), ("question-answering", "rajpurkar/squad", None, 0.375)),
+        (("squad", "validation", "exact_match"), ("question-answering", "rajpurkar/squad", None, 0.125)),
+        (("squad", "test", "f1"), ("question-answering", "rajpurkar/squad", None, 0.3)),
+        (("score", "validation", "mse"), ("text-classification", "score", None, 2.0)),
+    ]
+    entries = yaml.safe_load(path.read_text().split("---")[1])["model-index"][0]["results"]  # as the Hub reads it
+    assert [entry["task"]["name"] for entry in entries] == ["topic", "ner", "pos", "squad", "squad", "score"]
+    metadata = ModelCard.load(path).data
+    assert metadata.base_model is None and metadata.license == "mit"
+    assert metadata.datasets == ["someone/conll-like", "rajpurkar/squad"]
+    assert metadata.tags == ["mtl_hf", "multi-task", "question-answering", "text-classification",
+                             "token-classification"]
 
 
 def test_metrics_lead_with_each_tasks_main_metric_and_schemes_are_named() -> None:
