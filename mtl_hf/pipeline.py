@@ -100,6 +100,9 @@ from .tokenization import Word, encode_text_pairs, encode_words, max_input_lengt
 
 __all__ = ["MultiTaskPipeline", "group_entities", "plan_windows", "prepare_tokenizer", "split_words"]
 
+# Extractive QA: how many batches of questions are encoded at once, so that their windows can be batched by length.
+QUESTION_CHUNK = 8
+
 # Per scheme: (prefixes that always open a span, prefixes that continue a span of the same type, prefixes after which
 # the span is closed). IO tags have no prefix: the whole tag is the type, and a tag continues a span of its own type.
 _SCHEME_PREFIXES: dict[str, tuple[frozenset[str], frozenset[str], frozenset[str]]] = {
@@ -375,6 +378,7 @@ class MultiTaskPipeline:
                 takes = "; ".join(f"{', '.join(s.name for s in kind_specs)} read {_INPUT_WORDS[other]}"
                                   for other, kind_specs in specs_of.items() if kind_specs)
                 raise ValueError(f"Input {rows[0]} is {_INPUT_WORDS[kind]}, which no requested task reads: {takes}")
+        for kind, rows in rows_of.items():
             if tasks is not None and specs_of[kind] and not rows:
                 raise ValueError(f"Task(s) {', '.join(s.name for s in specs_of[kind])} read {_INPUT_WORDS[kind]}, "
                                  "and no input of the request is one")
@@ -490,35 +494,41 @@ class MultiTaskPipeline:
         self, items: list[dict[str, str]], specs: list[TaskSpec], batch_size: int, options: dict[str, Any]
     ) -> list[dict[str, Any]]:
         """Answer ``{"question", "context"}`` inputs, encoded as in training (the raw question and context, the
-        context cut into ``doc_stride``-overlapping windows of ``max_length``): ``batch_size`` inputs are encoded at a
-        time and their windows go through the model ``batch_size`` per encoder pass, which serves every requested
-        task that encodes inputs the same way (the same ``doc_stride``); each answer is read from all windows of its
-        input."""
+        context cut into ``doc_stride``-overlapping windows of ``max_length``): up to ``QUESTION_CHUNK`` batches of
+        inputs are encoded at a time, and their windows go through the model ``batch_size`` per encoder pass, in order
+        of length (so that a pass pads little: padding is masked, so a window's logits do not depend on its batch),
+        each pass serving every requested task that encodes inputs the same way (the same ``doc_stride``); each answer
+        is read from all windows of its input, in their order."""
         groups: dict[Any, list[TaskSpec]] = {}
         for spec in specs:
             groups.setdefault((spec.type, get_task_type(spec).encoding_key(spec)), []).append(spec)
         results: list[dict[str, Any]] = [{} for _ in items]
         self.model.eval()
+        step = batch_size * QUESTION_CHUNK
         for group in groups.values():
             task_type = get_task_type(group[0])
-            for first in range(0, len(items), batch_size):
-                chunk = items[first : first + batch_size]
+            for first in range(0, len(items), step):
+                chunk = items[first : first + step]
                 gathered: dict[str, list[list[Any]]] = {spec.name: [[] for _ in chunk] for spec in group}
                 for encoded, windows in task_type.pipeline_encode(group[0], self.tokenizer, chunk, self.max_length):
-                    for start in range(0, len(windows), batch_size):
-                        part = windows[start : start + batch_size]
-                        length = max(len(offsets) for _, offsets in part)  # right padding: cut what the part needs
-                        inputs = {key: encoded[key][start : start + batch_size, :length]
+                    order = sorted(range(len(windows)), key=lambda window: len(windows[window][1]))
+                    for start in range(0, len(order), batch_size):
+                        part = order[start : start + batch_size]
+                        length = max(len(windows[window][1]) for window in part)  # right padding: cut the rest
+                        inputs = {key: encoded[key][part, :length]
                                   for key in ("input_ids", "attention_mask", "token_type_ids") if key in encoded}
                         with torch.no_grad():
                             scores = self._forward(inputs, group)
-                        for row, (source, offsets) in enumerate(part):
+                        for row, window in enumerate(part):
+                            source, offsets = windows[window]
                             for spec in group:
-                                gathered[spec.name][source].append((scores[spec.name][row].numpy(), offsets))
+                                gathered[spec.name][source].append((window, scores[spec.name][row].numpy(), offsets))
                 for position, item in enumerate(chunk):
                     for spec in group:
-                        results[first + position][spec.name] = task_type.pipeline_answer(
-                            spec, item, gathered[spec.name][position], **options)
+                        in_order = [(scores, offsets) for _, scores, offsets in sorted(
+                            gathered[spec.name][position], key=lambda entry: entry[0])]
+                        results[first + position][spec.name] = task_type.pipeline_answer(spec, item, in_order,
+                                                                                          **options)
         return results
 
     def _finish(self, document: _Document, specs: list[TaskSpec], options: dict[str, Any]) -> dict[str, Any]:
