@@ -1505,6 +1505,14 @@ def render_speed_qa(speed_qa: dict[str, Any]) -> list[str]:
       f"same start and end character), on {agreement['same_text']:.1%} the same answer text. "
       + speed_qa.get("agreement_note", ""))
     w("")
+    w("Where the speed comes from: both run the same forward passes per window, but `MultiTaskPipeline` batches the "
+      "windows of up to 8 batches of questions in order of length, so that a pass pads little (the span head masks "
+      "padding, so a window's logits do not depend on its batch); run_qa.py batches windows in data order. Where the "
+      "answers differ (the head is untrained here, so its scores are close everywhere), the span search differs: "
+      "mtl_hf takes the `n_best_size` best starts and ends *inside the context*, run_qa.py's post-processing the "
+      "`n_best_size` best anywhere in the window and then drops those outside the context, so it can be left with "
+      "fewer candidates.")
+    w("")
     return out
 
 
