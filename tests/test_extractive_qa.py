@@ -310,7 +310,8 @@ def test_an_answer_that_is_not_in_the_context_names_task_split_row_and_column(be
 def test_answers_that_are_not_squad_answers_name_the_row(bert_tokenizer) -> None:
     rows = _with_row(qa_rows(4, seed=0), 1, answers=None)
     with pytest.raises(ValueError, match=r"Task 'where', split 'train', row 1, column 'answers': expected "
-                                         r"\{\"text\": \[\.\.\.\], \"answer_start\": \[\.\.\.\]\}, got NoneType"):
+                                         r"\{\"text\": \[\.\.\.\], \"answer_start\": \[\.\.\.\]\} \(in CSV/TSV, as a JSON "
+                                         r"object\), got NoneType"):
         preprocess_task(WHERE, raw(**rows), bert_tokenizer, max_seq_length=32)
     rows = qa_rows(3, seed=0)
     rows["answers"] = [answers["text"][0] for answers in rows["answers"]]  # plain strings
@@ -328,7 +329,8 @@ def test_answers_without_text_and_answer_start_name_the_row(bert_tokenizer) -> N
     rows = qa_rows(3, seed=0)
     rows["answers"] = [{"answer": a["text"][0], "start": a["answer_start"][0]} for a in rows["answers"]]
     with pytest.raises(ValueError, match=r"Task 'where', split 'train', row 0, column 'answers': expected "
-                                         r"\{\"text\": \[\.\.\.\], \"answer_start\": \[\.\.\.\]\}, got dict"):
+                                         r"\{\"text\": \[\.\.\.\], \"answer_start\": \[\.\.\.\]\} \(in CSV/TSV, as a JSON "
+                                         r"object\), got dict"):
         preprocess_task(WHERE, raw(**rows), bert_tokenizer, max_seq_length=32)
 
 

@@ -27,9 +27,10 @@ SPLITS = (("train", 96, 20), ("dev", 16, 21), ("test", 9, 22))  # (name in the f
 
 
 def write_qa_files(data: Path) -> None:
-    """`where_train.json` in SQuAD's nested layout (one paragraph per question), `where_{dev,test}.jsonl` flat."""
+    """`where_train.json` in SQuAD's nested layout (one paragraph per question), `where_{dev,test}.jsonl` flat. The
+    contexts run to several windows, so that training sees windows without the answer, as long contexts have."""
     for split, n, seed in SPLITS:
-        rows = qa_rows(n, seed)
+        rows = qa_rows(n, seed, filler=(2, 30))
         if split == "train":
             paragraphs = [{"context": context, "qas": [{"id": id_, "question": question, "answers": [
                 {"text": text, "answer_start": start}
