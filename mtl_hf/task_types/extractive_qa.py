@@ -3,8 +3,10 @@ questions through ``version_2_with_negative``), as transformers' ``run_qa.py`` a
 
 Rows hold a question, a context and (where labelled) SQuAD-style answers ``{"text": [...], "answer_start": [...]}``.
 Each row is encoded as the raw question and context pair (:func:`mtl_hf.tokenization.encode_questions`), the context
-cut into windows that overlap by ``doc_stride`` tokens; a window is trained on the token positions of the row's first
-answer, or on the first token (the CLS position) where the answer is not wholly inside it. A given ``answer_start``
+cut into windows that overlap by ``doc_stride`` tokens (:func:`doc_stride`; half the room a long question leaves,
+where that room is not more than the stride: :func:`_stride_groups`); a window is trained on the token positions of
+the row's first answer, or on the first token (the CLS position) where the answer is not wholly inside it (counted
+where no window holds it). A given ``answer_start``
 that does not point at the answer's text is moved to the nearest place where the text occurs (counted in a warning);
 an answer that does not occur in the context is an error naming the row.
 
