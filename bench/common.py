@@ -1251,16 +1251,23 @@ def render_speed_five(speed_five: dict[str, Any]) -> list[str]:
 
 def splice_speed_five_section(md_path: Path, speed_five: dict[str, Any]) -> None:
     """Put the five-task throughput subsection into the page as it is (why: see :func:`splice_five_section`): replace
-    it if it is there, else insert it after the speed section's training-throughput subsection (or at the end of the
-    speed section); a page without a speed section gets one, before ``## Method notes`` (or at the end)."""
+    it if it is there, else insert it after the speed section's training-throughput subsection (see
+    :func:`_splice_speed_subsection`)."""
+    _splice_speed_subsection(md_path, SPEED_FIVE_HEADING, render_speed_five(speed_five), SPEED_TRAINING_HEADING)
+
+
+def _splice_speed_subsection(md_path: Path, heading: str, lines: list[str], after: str) -> None:
+    """Replace the speed subsection ``heading`` with ``lines`` if the page has it, else insert them after the speed
+    section's subsection ``after`` (or at the end of the speed section); a page without a speed section gets one,
+    before ``## Method notes`` (or at the end)."""
     page = md_path.read_text(encoding="utf-8")
-    section = "\n".join(render_speed_five(speed_five)) + "\n"
-    where = _page_section(page, SPEED_FIVE_HEADING)
+    section = "\n".join(lines) + "\n"
+    where = _page_section(page, heading)
     if where is None:
         speed = _page_section(page, SPEED_HEADING)
         if speed is not None:
-            training = _page_section(page[speed[0]:speed[1]], SPEED_TRAINING_HEADING)
-            at = speed[0] + training[1] if training is not None else speed[1]
+            before = _page_section(page[speed[0]:speed[1]], after)
+            at = speed[0] + before[1] if before is not None else speed[1]
         else:
             section = f"{SPEED_HEADING}\n\n{section}"
             notes = page.find("\n## Method notes\n")
@@ -1540,22 +1547,8 @@ def splice_qa_section(md_path: Path, qa: dict[str, Any]) -> None:
 
 def splice_speed_qa_section(md_path: Path, speed_qa: dict[str, Any]) -> None:
     """Put the QA pipeline subsection into the page as it is (why: see :func:`splice_five_section`): replace it if it
-    is there, else insert it after the speed section's inference subsection (or at the end of the speed section); a
-    page without a speed section gets one, before ``## Method notes`` (or at the end)."""
-    page = md_path.read_text(encoding="utf-8")
-    section = "\n".join(render_speed_qa(speed_qa)) + "\n"
-    where = _page_section(page, SPEED_QA_HEADING)
-    if where is None:
-        speed = _page_section(page, SPEED_HEADING)
-        if speed is not None:
-            inference = _page_section(page[speed[0]:speed[1]], SPEED_INFERENCE_HEADING)
-            at = speed[0] + inference[1] if inference is not None else speed[1]
-        else:
-            section = f"{SPEED_HEADING}\n\n{section}"
-            notes = page.find("\n## Method notes\n")
-            at = notes + 1 if notes >= 0 else len(page)
-        where = (at, at)
-    md_path.write_text(page[:where[0]] + section + page[where[1]:], encoding="utf-8")
+    is there, else insert it after the speed section's inference subsection (see :func:`_splice_speed_subsection`)."""
+    _splice_speed_subsection(md_path, SPEED_QA_HEADING, render_speed_qa(speed_qa), SPEED_INFERENCE_HEADING)
 
 
 def _kept_section(page: str, heading: str) -> list[str]:

@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import json
 import math
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -19,7 +17,7 @@ import transformers
 import mtl_hf  # noqa: F401  (registers the model with AutoModel)
 from mtl_hf import MultiTaskPipeline
 from mtl_hf.tokenization import encode_questions
-from tests.test_task_types_run import REMOTE_SCRIPT, train_task_file
+from tests.test_task_types_run import remote_logits, train_task_file
 from tests.trainer_fixtures import NER, qa_rows, write_task_files
 
 MAX_SEQ_LENGTH = 48
@@ -130,15 +128,7 @@ def test_remote_code_gives_the_same_qa_logits(trained: dict[str, Path], tmp_path
     with torch.no_grad():
         expected = {("qa", task): model(**inputs["qa"], task=task).logits for task in model.task_names}
     assert expected[("qa", "where")].shape == (*encoded["input_ids"].shape, 2)
-    torch.save({"inputs": inputs, "tasks": model.task_names}, tmp_path / "inputs.pt")
-    (tmp_path / "load_remote.py").write_text(REMOTE_SCRIPT)
-    env = {"HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf_home"), "PATH": "/usr/bin:/bin"}
-    result = subprocess.run(
-        [sys.executable, "-I", str(tmp_path / "load_remote.py"), str(out), str(tmp_path / "inputs.pt"),
-         str(tmp_path / "out.pt")], check=False, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    remote = torch.load(tmp_path / "out.pt")
+    remote = remote_logits(out, inputs, model.task_names, tmp_path)
     for key, logits in expected.items():
         assert torch.equal(remote["logits"][key], logits), key
 

@@ -197,6 +197,21 @@ REMOTE_SCRIPT = textwrap.dedent(
 )
 
 
+def remote_logits(model_dir: Path, inputs: dict[str, dict[str, torch.Tensor]], tasks: list[str], tmp_path: Path
+                  ) -> dict:
+    """`{"logits": {(kind, task): logits}, "class": module}` of the model in `model_dir` loaded with remote code by
+    an isolated interpreter (`-I`) that cannot import mtl_hf, for each batch of `inputs` and each task."""
+    torch.save({"inputs": inputs, "tasks": tasks}, tmp_path / "inputs.pt")
+    (tmp_path / "load_remote.py").write_text(REMOTE_SCRIPT)
+    env = {"HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf_home"), "PATH": "/usr/bin:/bin"}
+    result = subprocess.run(
+        [sys.executable, "-I", str(tmp_path / "load_remote.py"), str(model_dir), str(tmp_path / "inputs.pt"),
+         str(tmp_path / "out.pt")], check=False, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    return torch.load(tmp_path / "out.pt")
+
+
 def test_reloads_through_automodel_and_remote_code_with_the_same_logits(trained: dict[str, Path], tmp_path: Path
                                                                         ) -> None:
     out = trained["out"]
@@ -217,15 +232,7 @@ def test_reloads_through_automodel_and_remote_code_with_the_same_logits(trained:
     assert expected[("single", "sentiment")].shape == (2, 1) and expected[("pair", "tags")].shape == (2, 3)
     assert expected[("single", "ner")].shape[:2] == single["input_ids"].shape
 
-    torch.save({"inputs": inputs, "tasks": model.task_names}, tmp_path / "inputs.pt")
-    (tmp_path / "load_remote.py").write_text(REMOTE_SCRIPT)
-    env = {"HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf_home"), "PATH": "/usr/bin:/bin"}
-    result = subprocess.run(
-        [sys.executable, "-I", str(tmp_path / "load_remote.py"), str(out), str(tmp_path / "inputs.pt"),
-         str(tmp_path / "out.pt")], check=False, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    remote = torch.load(tmp_path / "out.pt")
+    remote = remote_logits(out, inputs, model.task_names, tmp_path)
     assert remote["class"].startswith("transformers_modules")
     assert remote["logits"].keys() == expected.keys()
     for key, logits in expected.items():
