@@ -8,6 +8,7 @@ from .sampler import MultiTaskBatchSampler, SamplingStrategy
 from .data import MultiTaskDataCollator, load_task_file, preprocess_task
 from .export import export_task
 from .pipeline import MultiTaskPipeline
+from .hf_pipeline import MultiTaskTextPipeline  # registers transformers.pipeline("multitask")
 from .task_types import TaskType, get_task_type, register_task_type
 from .trainer import MultiTaskPredictionOutput, MultiTaskTrainer, NonFiniteLossError
 from .training_args import MultiTaskTrainingArguments
@@ -33,6 +34,7 @@ __all__ = [
     "MultiTaskTrainingArguments",
     "NonFiniteLossError",
     "SamplingStrategy",
+    "MultiTaskTextPipeline",
     "TaskSpec",
     "TaskType",
     "__version__",

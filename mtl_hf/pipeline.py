@@ -350,38 +350,12 @@ class MultiTaskPipeline:
         """
         single = isinstance(inputs, (str, dict))
         batch = [inputs] if single else inputs
-        if not isinstance(batch, (list, tuple)) or not all(_is_input(item) for item in batch):
-            raise TypeError(
-                'MultiTaskPipeline expects a string, a pair {"text": str, "text_pair": str}, a question '
-                '{"question": str, "context": str}, or a list of them'
-            )
-        specs = self._resolve_tasks(tasks)
-        known = {option: spec.name for spec in specs for option in get_task_type(spec).pipeline_options}
-        unknown = sorted(set(options) - set(known))
-        if unknown:
-            offered = ", ".join(f"{option} ({task})" for option, task in sorted(known.items())) or "none"
-            raise TypeError(f"MultiTaskPipeline: unknown option(s) {', '.join(unknown)}; the requested tasks take: "
-                            f"{offered}")
+        specs_of, rows_of = self.check_request(batch, tasks, options)
         batch_size = self.batch_size if batch_size is None else batch_size
         if not isinstance(batch_size, int) or batch_size < 1:
             raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
         if not batch:
             return []
-        specs_of: dict[str, list[TaskSpec]] = {kind: [] for kind in _INPUT_KEYS}
-        for spec in specs:
-            specs_of[get_task_type(spec).pipeline_input(spec)].append(spec)
-        rows_of: dict[str, list[int]] = {kind: [] for kind in _INPUT_KEYS}
-        for i, item in enumerate(batch):
-            rows_of[_input_kind(item)].append(i)
-        for kind, rows in rows_of.items():
-            if rows and not specs_of[kind]:
-                takes = "; ".join(f"{', '.join(s.name for s in kind_specs)} read {_INPUT_WORDS[other]}"
-                                  for other, kind_specs in specs_of.items() if kind_specs)
-                raise ValueError(f"Input {rows[0]} is {_INPUT_WORDS[kind]}, which no requested task reads: {takes}")
-        for kind, rows in rows_of.items():
-            if tasks is not None and specs_of[kind] and not rows:
-                raise ValueError(f"Task(s) {', '.join(s.name for s in specs_of[kind])} read {_INPUT_WORDS[kind]}, "
-                                 "and no input of the request is one")
 
         results: list[dict[str, Any]] = [{} for _ in batch]
         texts = rows_of["text"]
@@ -400,6 +374,41 @@ class MultiTaskPipeline:
             for i, result in zip(questions, answers):
                 results[i] = result
         return results[0] if single else results
+
+    def check_request(
+        self, batch: Any, tasks: str | list[str] | None, options: dict[str, Any]
+    ) -> tuple[dict[str, list[TaskSpec]], dict[str, list[int]]]:
+        """Check a whole request (a list of inputs, the requested tasks and options) as ``__call__`` takes it:
+        ``(requested tasks by input kind, input positions by kind)``, or the error that names the first input of a
+        kind no requested task reads, a task named in ``tasks`` for which no input fits, or an unknown option."""
+        if not isinstance(batch, (list, tuple)) or not all(_is_input(item) for item in batch):
+            raise TypeError(
+                'MultiTaskPipeline expects a string, a pair {"text": str, "text_pair": str}, a question '
+                '{"question": str, "context": str}, or a list of them'
+            )
+        specs = self._resolve_tasks(tasks)
+        known = {option: spec.name for spec in specs for option in get_task_type(spec).pipeline_options}
+        unknown = sorted(set(options) - set(known))
+        if unknown:
+            offered = ", ".join(f"{option} ({task})" for option, task in sorted(known.items())) or "none"
+            raise TypeError(f"MultiTaskPipeline: unknown option(s) {', '.join(unknown)}; the requested tasks take: "
+                            f"{offered}")
+        specs_of: dict[str, list[TaskSpec]] = {kind: [] for kind in _INPUT_KEYS}
+        for spec in specs:
+            specs_of[get_task_type(spec).pipeline_input(spec)].append(spec)
+        rows_of: dict[str, list[int]] = {kind: [] for kind in _INPUT_KEYS}
+        for i, item in enumerate(batch):
+            rows_of[_input_kind(item)].append(i)
+        for kind, rows in rows_of.items():
+            if rows and not specs_of[kind]:
+                takes = "; ".join(f"{', '.join(s.name for s in kind_specs)} read {_INPUT_WORDS[other]}"
+                                  for other, kind_specs in specs_of.items() if kind_specs)
+                raise ValueError(f"Input {rows[0]} is {_INPUT_WORDS[kind]}, which no requested task reads: {takes}")
+        for kind, rows in rows_of.items():
+            if tasks is not None and specs_of[kind] and not rows and batch:
+                raise ValueError(f"Task(s) {', '.join(s.name for s in specs_of[kind])} read {_INPUT_WORDS[kind]}, "
+                                 "and no input of the request is one")
+        return specs_of, rows_of
 
     def _prepare(self, texts: list[str], specs: list[TaskSpec]) -> list[_Document]:
         """Split texts into words, count each word's sub-tokens, and plan the windows."""
