@@ -12,11 +12,7 @@ import ast
 import copy
 import json
 import math
-import os
 import re
-import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import datasets
@@ -46,7 +42,7 @@ from mtl_hf.pipeline import MultiTaskPipeline
 from mtl_hf.task_types import TaskType, get_task_type
 from mtl_hf.tokenization import encode_texts
 from tests.conftest import tiny_encoder_config
-from tests.test_trainer import free_port, max_difference, sgd_on_batches
+from tests.test_trainer import max_difference, run_two_processes, sgd_on_batches
 from tests.trainer_fixtures import (
     MOOD,
     MULTIPROCESS_TYPES_ARGS,
@@ -645,17 +641,7 @@ def test_two_processes_train_and_evaluate_the_new_types_like_one_process(tmp_pat
     the same global batches (each a plain SGD step on the model's own mean loss: the item counts of MSE and BCE summed
     over the ranks), predict() over an odd-sized eval set gives every row once in order, as one process does, and the
     gathered metrics are those of these predictions."""
-    accelerate = shutil.which("accelerate") or str(Path(sys.executable).with_name("accelerate"))
-    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
-    result = subprocess.run(
-        [accelerate, "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
-         "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(free_port()),
-         str(REPO / "tests" / "multiprocess_train.py"), str(tmp_path), "types"],
-        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=240,
-    )
-    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-4000:]
-    reports = [json.loads((tmp_path / f"rank{rank}.json").read_text()) for rank in (0, 1)]
-    assert [r["world_size"] for r in reports] == [2, 2]
+    reports = run_two_processes(tmp_path, "types")
     trained = [report["trained"] for report in reports]
     for (task_0, rows_0), (task_1, rows_1) in zip(*trained):
         assert task_0 == task_1 and not set(rows_0) & set(rows_1)
@@ -719,17 +705,7 @@ def test_two_processes_gather_every_window_of_a_question_before_answering(tmp_pa
     end where one process ends after the same global batches (the span loss's item count is examples), predict()
     gives one answer per question, in order, equal to one process's, and the gathered metrics are SQuAD's of those
     answers."""
-    accelerate = shutil.which("accelerate") or str(Path(sys.executable).with_name("accelerate"))
-    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
-    result = subprocess.run(
-        [accelerate, "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
-         "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(free_port()),
-         str(REPO / "tests" / "multiprocess_train.py"), str(tmp_path), "qa"],
-        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=240,
-    )
-    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-4000:]
-    reports = [json.loads((tmp_path / f"rank{rank}.json").read_text()) for rank in (0, 1)]
-    assert [r["world_size"] for r in reports] == [2, 2]
+    reports = run_two_processes(tmp_path, "qa")
     trained = reports[0]["trained"]
     assert {task for task, _ in trained} == {"where", "topic"}
 

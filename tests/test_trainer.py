@@ -204,21 +204,28 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def test_two_processes_train_like_one_process_on_the_global_batch(tokenizer, tmp_path: Path) -> None:
-    """Two ranks must end where ONE process ends after training the same global batches (each step: rank 0's
-    rows + rank 1's rows), each step's loss being the model's own mean over the global batch. That the ranks agree
-    with each other proves nothing: DDP makes them agree even if both are wrong."""
+def run_two_processes(tmp_path: Path, *suite: str, timeout: int = 240) -> list[dict]:
+    """tests/multiprocess_train.py (with `suite`) on two gloo ranks under `accelerate launch`: each rank's report,
+    after checking that both ran and saw a world of two."""
     accelerate = shutil.which("accelerate") or str(Path(sys.executable).with_name("accelerate"))
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
     result = subprocess.run(
         [accelerate, "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
          "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(free_port()),
-         str(REPO / "tests" / "multiprocess_train.py"), str(tmp_path)],
-        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=180,  # ~20 s; ranks out of step hang
+         str(REPO / "tests" / "multiprocess_train.py"), str(tmp_path), *suite],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=timeout,
     )
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-4000:]
     reports = [json.loads((tmp_path / f"rank{rank}.json").read_text()) for rank in (0, 1)]
     assert [r["world_size"] for r in reports] == [2, 2]
+    return reports
+
+
+def test_two_processes_train_like_one_process_on_the_global_batch(tokenizer, tmp_path: Path) -> None:
+    """Two ranks must end where ONE process ends after training the same global batches (each step: rank 0's
+    rows + rank 1's rows), each step's loss being the model's own mean over the global batch. That the ranks agree
+    with each other proves nothing: DDP makes them agree even if both are wrong."""
+    reports = run_two_processes(tmp_path, timeout=180)  # ~20 s; ranks out of step hang
 
     # What each rank trained, as its batches reached training_step: per epoch and task ceil(13 / 4) = 4 steps.
     epochs, size = MULTIPROCESS_ARGS["num_train_epochs"], MULTIPROCESS_TRAIN_SIZE
