@@ -67,9 +67,10 @@ from transformers import AutoConfig, HfArgumentParser, set_seed
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
 from mtl_hf import MultiTaskModel, MultiTaskTrainer, MultiTaskTrainingArguments, NonFiniteLossError, TaskSpec
-from mtl_hf.configuration_multitask import MODEL_FIELDS
-from mtl_hf.data import load_and_preprocess, load_task_file, load_tokenizer, task_file_entries
+from mtl_hf.configuration_multitask import MODEL_FIELDS, MultiTaskConfig
+from mtl_hf.data import load_and_preprocess, load_task_file, load_tokenizer, task_file_card, task_file_entries
 from mtl_hf.metrics import metric_names
+from mtl_hf.modeling_multitask import native_classifier
 from mtl_hf.task_types import get_task_type
 from mtl_hf.tokenization import max_input_length
 
@@ -491,6 +492,13 @@ def check_inputs(specs: list[TaskSpec], task_file: Path, model_path: str, model_
         raise UsageError(f"model not found or not loadable: {model_path} ({one_line(error)})") from error
     if Path(model_path).is_dir() and (problem := weights_problem(Path(model_path))):
         raise UsageError(f"model {model_path}: {problem}")
+    encoder_config = config.encoder if isinstance(config, MultiTaskConfig) else config
+    for spec in specs:
+        if spec.classifier == "native":
+            try:
+                native_classifier(encoder_config, spec.name)
+            except ValueError as error:
+                raise UsageError(f"{one_line(error)} (in {task_file})") from error
     return config
 
 
@@ -863,6 +871,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         raise UsageError(f"task file not found: {task_file}")
     try:
         specs = load_task_file(task_file)
+        card_metadata = task_file_card(task_file)
     except (ValueError, yaml.YAMLError, json.JSONDecodeError) as error:
         raise UsageError(one_line(error)) from error
     model_path = resolve_model_path(model_args)
@@ -925,13 +934,15 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         except (ValueError, ImportError, RuntimeError) as error:  # a refused setting, a missing integration package
             raise UsageError(one_line(error)) from error
         return run_phases(trainer, training_args, data_args, model_args, start, specs, spec_by_name,
-                          train_dataset, eval_dataset, predict_dataset)
+                          train_dataset, eval_dataset, predict_dataset, card_metadata)
 
 
 def run_phases(trainer: MultiTaskTrainer, training_args: MultiTaskTrainingArguments, data_args: DataTrainingArguments,
                model_args: ModelArguments, start: Start, specs: list[TaskSpec], spec_by_name: dict[str, TaskSpec],
-               train_dataset: dict | None, eval_dataset: dict | None, predict_dataset: dict | None) -> dict[str, float]:
-    """Train, evaluate and predict as asked, writing the results into output_dir."""
+               train_dataset: dict | None, eval_dataset: dict | None, predict_dataset: dict | None,
+               card_metadata: dict[str, Any]) -> dict[str, float]:
+    """Train, evaluate and predict as asked, writing the results into output_dir and the card (with
+    ``card_metadata``, the task file's ``card`` section)."""
     checkpoint = start.checkpoint
     all_metrics: dict[str, float] = {}
     if training_args.do_train:
@@ -977,7 +988,8 @@ def run_phases(trainer: MultiTaskTrainer, training_args: MultiTaskTrainingArgume
         all_metrics.update(metrics)
 
     base_model = model_args.model_name_or_path or "sentence-transformers/all-MiniLM-L6-v2"
-    card = {"finetuned_from": base_model, "task_data": specs}  # the card names each task's data
+    # The card names each task's data; license, language, tags and Hub datasets come from the task file's `card`.
+    card = {"finetuned_from": base_model, "task_data": specs, **card_metadata}
     if training_args.push_to_hub:
         trainer.push_to_hub(**card)  # writes the card and curves, then uploads output_dir
     else:

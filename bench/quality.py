@@ -34,6 +34,11 @@ accuracy of (a). Results go to ``<output_dir>/quality_qa.json`` and into their o
     python bench/quality.py --suite five --quick                     # smoke run, a few minutes
     python bench/quality.py --suite qa                               # issue 12's QA suite (see below)
     python bench/quality.py --suite qa --quick                       # smoke run
+    python bench/quality.py --suite heads                            # issue 13's head comparison (~40 min)
+
+``--suite heads`` (issue 13): the linear sequence head against the architecture's own classifier
+(``classifier: native``), one MultiTaskModel on BBC topics + VitaminC pairs per seed and head; results go to
+``<output_dir>/quality_heads.json`` and their own section of ``docs/benchmarks.md``.
 """
 
 from __future__ import annotations
@@ -83,6 +88,9 @@ from common import (
     positional_tags,
     postprocess_qa_predictions,
     regression_scores,
+    SPEED_HEADING,
+    _mean_std,
+    _splice,
     render_docs,
     run_classification_multi_label_preprocess_function,
     run_glue_preprocess_function,
@@ -93,6 +101,7 @@ from common import (
     setup_torch,
     splice_qa_section,
     squad_scores,
+    welch_p,
     write_json,
 )
 
@@ -634,17 +643,120 @@ def main_qa(args: argparse.Namespace) -> None:
 
 
 # ---------------------------------------------------------------------------------------------------------------------
+# The heads suite (issue 13): the linear head vs the architecture's own sequence classifier (`classifier: native`)
+# ---------------------------------------------------------------------------------------------------------------------
+
+HEADS_TASKS = ("topic", "vitaminc")  # BBC topics (single texts) and VitaminC (pairs)
+HEADS = ("linear", "native")
+# VitaminC needs more rows than the five-task suite's 1,000 to rise above chance on this encoder; BBC's train split is
+# 1,603 rows, all of them used.
+HEADS_BUDGET: dict[str, Any] = {"max_train_samples": 4000, "max_test_samples": 1000, "epochs": 2,
+                                "seeds": [0, 1, 2]}
+HEADS_QUICK: dict[str, Any] = {"max_train_samples": 32, "max_test_samples": 64, "epochs": 1, "seeds": [0, 1]}
+QUALITY_HEADS_JSON = "quality_heads.json"
+HEADS_HEADING = "## Sequence heads: the linear head vs the architecture's own classifier"
+
+
+def main_heads(args: argparse.Namespace) -> None:
+    """One MultiTaskModel on BBC topics + VitaminC pairs per seed and head, both tasks with the same head, the
+    five-task suite's hyper-parameters; heads alternate which goes first. Writes ``<output_dir>/quality_heads.json``
+    after every run and, unless --no_docs, splices its section into docs/benchmarks.md."""
+    import dataclasses
+
+    setup_torch()
+    cfg = dict(HPARAMS, **FIVE_HPARAMS, num_train_epochs=args.epochs, max_train_samples=args.max_train_samples,
+               max_test_samples=args.max_test_samples, seeds=args.seeds)
+    cfg.pop("seed")
+    out_path = args.output_dir / QUALITY_HEADS_JSON
+    results: dict[str, Any] = {"suite": "heads", "machine": machine_info(), "config": cfg, "quick": args.quick}
+    log(f"heads suite; machine: {results['machine']['cpu']}, {results['machine']['cores']} cores; config: {cfg}")
+    specs, raws = load_five_corpora(args.output_dir)
+    specs = {t: specs[t] for t in HEADS_TASKS}
+    tokenizer = load_tokenizer(model_path())
+    raw_train = {t: head(raws[t]["train"], args.max_train_samples) for t in specs}
+    raw_test = {t: head(raws[t]["test"], args.max_test_samples) for t in specs}
+    data = {t: preprocess_task(specs[t], datasets.DatasetDict(train=raw_train[t], test=raw_test[t]), tokenizer,
+                               max_seq_length=cfg["max_seq_length"]) for t in specs}
+    results["train_rows"] = {t: len(d) for t, d in raw_train.items()}
+    results["test_rows"] = {t: len(d) for t, d in raw_test.items()}
+    results["trivial_baselines"] = trivial_baselines(specs, raw_train, raw_test)
+    results["runs"] = []
+    total_start = time.perf_counter()
+    for index, seed in enumerate(args.seeds):
+        run: dict[str, Any] = {"seed": seed, "order": list(HEADS if index % 2 == 0 else reversed(HEADS))}
+        results["runs"].append(run)
+        for classifier in run["order"]:
+            headed = {t: dataclasses.replace(spec, classifier=classifier) for t, spec in specs.items()}
+            log(f"seed {seed}: {classifier} heads")
+            predictions, cost = train_mtl(headed, {t: data[t]["train"] for t in specs},
+                                          {t: data[t]["test"] for t in specs}, raw_test, tokenizer,
+                                          dict(cfg, seed=seed))
+            run[classifier] = {"scores": score_five(headed, predictions, raw_test), **cost}
+            log(f"seed {seed} {classifier}: " + ", ".join(
+                f"{t} {run[classifier]['scores'][t]['accuracy']}" for t in specs)
+                + f"; {cost['train_seconds']:.0f} s")
+            write_json(out_path, results)
+    results["total_seconds"] = round(time.perf_counter() - total_start, 1)
+    write_json(out_path, results)
+    log(f"wrote {out_path} ({results['total_seconds'] / 60:.1f} min)")
+    for line in render_heads(results):
+        print(line, flush=True)
+    if not args.no_docs:
+        page = DOCS_MD.read_text(encoding="utf-8")
+        section = "\n".join(render_heads(results)) + "\n"
+        DOCS_MD.write_text(_splice(page, HEADS_HEADING, section, (SPEED_HEADING, "## Method notes")),
+                           encoding="utf-8")
+        log(f"updated {DOCS_MD.relative_to(ROOT)}")
+
+
+def render_heads(results: dict[str, Any]) -> list[str]:
+    """The docs section of the heads suite: per task and head, accuracy and macro-F1 as mean ± std over the seeds,
+    with Welch's p for native vs linear."""
+    runs = [run for run in results["runs"] if all(h in run for h in HEADS)]
+    cfg = results["config"]
+    out = [HEADS_HEADING, "",
+           "Which head a classification, pair, regression or multilabel task gets by default (`classifier` in the "
+           "task file). `linear` is mtl_hf's first-token vector -> dropout -> linear layer; `native` is the "
+           "encoder architecture's own sequence classifier (BERT's pretrained pooler, RoBERTa's dense + tanh, ...), "
+           "which exports exactly as `AutoModelForSequenceClassification`. One MultiTaskModel on BBC topics and "
+           f"VitaminC pairs per seed and head, both tasks with that head, MiniLM-L6, {cfg['num_train_epochs']:g} "
+           f"epochs, batch {cfg['per_device_train_batch_size']}, lr {cfg['learning_rate']:g}, the first "
+           f"{results['train_rows']['topic']} BBC and {results['train_rows']['vitaminc']} VitaminC train rows, "
+           f"scored on {results['test_rows']['topic']} and {results['test_rows']['vitaminc']} test rows; seeds "
+           f"{', '.join(str(run['seed']) for run in runs)}. Reproduce: `python bench/quality.py --suite heads`.", "",
+           "| task | metric | linear | native | native - linear | Welch p |", "|---|---|---|---|---|---|"]
+    for task, title in (("topic", "BBC topics"), ("vitaminc", "VitaminC pairs")):
+        for metric in ("accuracy", "macro_f1"):
+            values = {h: [run[h]["scores"][task][metric] for run in runs] for h in HEADS}
+            stats = {h: _mean_std(values[h]) for h in HEADS}
+            p = welch_p(values["linear"], values["native"])
+            out.append(f"| {title} | {metric} | {stats['linear']['mean']:.2f} ± {stats['linear']['std']:.2f} | "
+                       f"{stats['native']['mean']:.2f} ± {stats['native']['std']:.2f} | "
+                       f"{stats['native']['mean'] - stats['linear']['mean']:+.2f} | "
+                       f"{'n/a' if p is None else f'{p:.2f}'} |")
+    majority = {t: results["trivial_baselines"][t]["majority_accuracy"] for t in HEADS_TASKS}
+    out += ["", f"Always predicting the most frequent label scores {majority['topic']:.2f} (BBC) and "
+                f"{majority['vitaminc']:.2f} (VitaminC) accuracy. Per seed (topic / VitaminC accuracy): "
+            + "; ".join(f"seed {run['seed']}: linear {run['linear']['scores']['topic']['accuracy']:.2f} / "
+                        f"{run['linear']['scores']['vitaminc']['accuracy']:.2f}, native "
+                        f"{run['native']['scores']['topic']['accuracy']:.2f} / "
+                        f"{run['native']['scores']['vitaminc']['accuracy']:.2f}" for run in runs) + ".", ""]
+    return out
+
+
+# ---------------------------------------------------------------------------------------------------------------------
 # Main
 # ---------------------------------------------------------------------------------------------------------------------
 
 
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--suite", choices=("two", "five", "qa"), default="two",
+    parser.add_argument("--suite", choices=("two", "five", "qa", "heads"), default="two",
                         help="two: CoNLL + BBC against single-task Trainers and the original loop (quality.json); "
                              "five: the five task types of issue 11 over several seeds (quality_five.json); "
                              "qa: extractive QA beside NER and topics against a run_qa.py model, issue 12 "
-                             "(quality_qa.json).")
+                             "(quality_qa.json); heads: the linear head vs the architecture's own classifier on "
+                             "BBC and VitaminC, issue 13 (quality_heads.json).")
     parser.add_argument("--output_dir", type=Path, default=None,
                         help="Where the JSON results (and, for --suite two, the multi-task model) go (default "
                              "bench/results, bench/results/quick with --quick).")
@@ -683,13 +795,13 @@ def parse_args() -> argparse.Namespace:
     if args.quick:
         args.output_dir = args.output_dir or DEFAULT_OUTPUT_DIR / "quick"
         args.no_docs = True
-        quick = {"five": FIVE_QUICK, "qa": QA_QUICK}.get(args.suite, {"epochs": 1, "max_train_samples": 64,
+        quick = {"five": FIVE_QUICK, "qa": QA_QUICK, "heads": HEADS_QUICK}.get(args.suite, {"epochs": 1, "max_train_samples": 64,
                                                                       "max_test_samples": 200, "original_samples": 16})
         for key, value in quick.items():
             if getattr(args, key) is None:
                 setattr(args, key, value)
-    if args.suite in ("five", "qa"):
-        for key, value in (FIVE_BUDGET if args.suite == "five" else QA_BUDGET).items():
+    if args.suite in ("five", "qa", "heads"):
+        for key, value in {"five": FIVE_BUDGET, "qa": QA_BUDGET, "heads": HEADS_BUDGET}[args.suite].items():
             if getattr(args, key) is None:
                 setattr(args, key, value)
     args.output_dir = args.output_dir or DEFAULT_OUTPUT_DIR
@@ -704,6 +816,9 @@ def main() -> None:
         return
     if args.suite == "qa":
         main_qa(args)
+        return
+    if args.suite == "heads":
+        main_heads(args)
         return
     setup_torch()
     cfg = dict(HPARAMS)

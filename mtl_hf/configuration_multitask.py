@@ -16,6 +16,13 @@ from typing import Any
 from transformers import AutoConfig, PreTrainedConfig
 
 POOLING_MODES = ("cls", "mean")
+# The head of a sequence task (classification, regression, multilabel). `linear`: the pooled vector -> dropout ->
+# linear. `native`: the encoder architecture's own sequence classifier (BERT's pooler, RoBERTa's and ELECTRA's dense
+# layer, DistilBERT's pre-classifier, DeBERTa's context pooler, each with its activation, before the output layer),
+# so that the task exports exactly as that architecture's `*ForSequenceClassification`. See `NATIVE_CLASSIFIERS` in
+# `modeling_multitask`.
+CLASSIFIER_HEADS = ("linear", "native")
+DEFAULT_CLASSIFIER = "linear"
 # How the tags of a NER task mark entities. IOB2: B-X begins an entity, I-X continues it; IOBES (BIOES) adds E-X (end)
 # and S-X (single-word entity); BILOU names them L-X (last) and U-X (unit); IO: tags without prefixes (`PER`, or POS
 # tags such as `NN`), scored per word since they delimit no spans. IOB1 data is converted to IOB2 when it is loaded.
@@ -60,14 +67,17 @@ QA_DEFAULTS = (
 )
 TASK_TYPES: dict[str, TaskTypeInfo] = {
     "classification": TaskTypeInfo(
-        "sequence", "cross_entropy", fields=("pooling", "text_pair_column_name")
+        "sequence", "cross_entropy", fields=("pooling", "classifier", "text_pair_column_name"),
+        defaults=(("classifier", DEFAULT_CLASSIFIER),),
     ),
     "regression": TaskTypeInfo(
-        "sequence", "mse", has_labels=False, fields=("pooling", "text_pair_column_name"), outputs=1,
+        "sequence", "mse", has_labels=False, fields=("pooling", "classifier", "text_pair_column_name"), outputs=1,
+        defaults=(("classifier", DEFAULT_CLASSIFIER),),
     ),
     "multilabel": TaskTypeInfo(
-        "sequence", "bce", fields=("pooling", "threshold", "label_delimiter"),
-        defaults=(("threshold", DEFAULT_THRESHOLD), ("label_delimiter", DEFAULT_LABEL_DELIMITER)),
+        "sequence", "bce", fields=("pooling", "classifier", "threshold", "label_delimiter"),
+        defaults=(("classifier", DEFAULT_CLASSIFIER), ("threshold", DEFAULT_THRESHOLD),
+                  ("label_delimiter", DEFAULT_LABEL_DELIMITER)),
         columns=(("text_column_name", "text"), ("label_column_name", "labels")),
     ),
     "ner": TaskTypeInfo(
@@ -89,7 +99,7 @@ COLUMN_FIELDS = (
 # The fields of a task that shape the model or how its outputs are read; the rest of TaskSpec only says where the
 # task's data lives. Type-specific ones are written to config.json only for the types they apply to.
 MODEL_FIELDS = (
-    "name", "type", "labels", "weight", "dropout", "main_metric", "pooling", "tag_scheme", "threshold",
+    "name", "type", "labels", "weight", "dropout", "main_metric", "pooling", "classifier", "tag_scheme", "threshold",
     "text_pair_column_name", "doc_stride", "max_answer_length", "n_best_size", "version_2_with_negative",
     "null_score_diff_threshold",
 )
@@ -177,6 +187,7 @@ class TaskSpec:
     dropout: float | None = None
     main_metric: str | None = None
     pooling: str | None = None
+    classifier: str | None = None
     tag_scheme: str | None = None
     threshold: float | None = None
     train_file: str | None = None
@@ -270,6 +281,12 @@ class TaskSpec:
                 raise self._error(name, f"is {getattr(self, name)!r}; it applies to {kinds} tasks only")
         if self.pooling is not None and self.pooling not in POOLING_MODES:
             raise self._error("pooling", f"is {self.pooling!r}; expected one of {', '.join(POOLING_MODES)}")
+        if self.classifier is not None and self.classifier not in CLASSIFIER_HEADS:
+            raise self._error("classifier", f"is {self.classifier!r}; expected one of {', '.join(CLASSIFIER_HEADS)}")
+        if self.classifier == "native" and self.pooling == "mean":
+            raise self._error("pooling", "is 'mean', but the native classifier reads the first token, as the "
+                              "architecture's own sequence classifier does; use pooling: cls (the default) or "
+                              "classifier: linear")
         if self.tag_scheme not in (None, *TAG_SCHEMES):
             raise self._error(
                 "tag_scheme", f"is {self.tag_scheme!r}; expected one of {', '.join(TAG_SCHEMES)} (IOB1 data is "
@@ -382,11 +399,14 @@ _OPTIONAL_MODEL_FIELDS = ("main_metric", "text_pair_column_name", "doc_stride")
 
 def _spec_from_config(task: dict[str, Any]) -> TaskSpec:
     """A task as stored in config.json. Configs saved before ``pooling`` was limited to classification carry it on
-    NER tasks too (``cls``, or whatever the task file said), where it never did anything: it is dropped there."""
+    NER tasks too (``cls``, or whatever the task file said), where it never did anything: it is dropped there.
+    Configs saved before ``classifier`` existed have linear heads, whatever today's default is."""
     task = dict(task)
     info = TASK_TYPES.get(task.get("type"))
     if info is not None and "pooling" not in info.fields:
         task.pop("pooling", None)
+    if info is not None and "classifier" in info.fields:
+        task.setdefault("classifier", "linear")
     return TaskSpec.from_dict(task)
 
 

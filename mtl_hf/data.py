@@ -55,7 +55,11 @@ FILE_BUILDERS: dict[str, tuple[str, dict[str, Any]]] = {
     ".csv": ("csv", {"keep_default_na": False}),
     ".tsv": ("csv", {"delimiter": "\t", "keep_default_na": False, "quoting": 3}),
 }
-TASK_FILE_KEYS = ("tasks",)
+TASK_FILE_KEYS = ("tasks", "card")
+# The task file's optional `card` section: the model card's Hub metadata (`license`: one identifier such as
+# apache-2.0; `language`, `tags`, `datasets`: one string or a list of strings; `datasets` are Hub dataset ids, added to
+# those of tasks loaded with `dataset_name`).
+CARD_KEYS = ("license", "language", "tags", "datasets")
 IGNORE_INDEX = -100
 # Column names the pipeline adds; the collator keeps only the tokenizer's model inputs and `labels` from a row.
 TASK_COLUMN = "task"
@@ -119,7 +123,39 @@ def task_file_entries(path: str | os.PathLike) -> list[dict[str, Any]]:
     as the file's structure goes: readable UTF-8, valid YAML/JSON, a mapping whose ``tasks`` is a non-empty list of
     mappings. ``load_task_file`` builds the specs from them; what an entry sets itself (rather than leaves to the
     defaults) can be read here."""
+    return _task_file_content(Path(path))["tasks"]
+
+
+def task_file_card(path: str | os.PathLike) -> dict[str, Any]:
+    """The task file's ``card`` section (see ``CARD_KEYS``), as keyword arguments of
+    ``MultiTaskTrainer.create_model_card``: ``license`` a string, ``language``, ``tags`` and ``datasets`` lists of
+    strings; ``{}`` without one. A ``ValueError`` names the file and the key of anything else."""
     path = Path(path)
+    card = _task_file_content(path).get("card")
+    where = f"Task file {str(path)!r}, section 'card'"
+    if card is None:
+        return {}
+    if not isinstance(card, dict):
+        raise ValueError(f"{where}: expected a mapping with the keys {', '.join(CARD_KEYS)}, found a {_kind_of(card)}")
+    unknown = sorted(map(str, set(card) - set(CARD_KEYS)))
+    if unknown:
+        raise ValueError(f"{where}: unknown key(s) {', '.join(unknown)}; known keys: {', '.join(CARD_KEYS)}")
+    out: dict[str, Any] = {}
+    for key, value in card.items():
+        values = [value] if isinstance(value, str) and key != "license" else value
+        if key == "license":
+            if not isinstance(value, str) or not value.strip():
+                raise ValueError(f"{where}: 'license' must be one license identifier (such as apache-2.0), got "
+                                 f"{_kind_of(value)} {value!r}")
+        elif not isinstance(values, list) or not all(isinstance(item, str) and item.strip() for item in values):
+            raise ValueError(f"{where}: {key!r} must be a string or a list of non-empty strings, got "
+                             f"{_kind_of(value)} {value!r}")
+        out[key] = values
+    return out
+
+
+def _task_file_content(path: Path) -> dict[str, Any]:
+    """A task file's top-level mapping, checked as ``task_file_entries`` says."""
     where = f"Task file {str(path)!r}"
     suffix = path.suffix.lower()
     if suffix not in (".yaml", ".yml", ".json"):
@@ -153,7 +189,7 @@ def task_file_entries(path: str | os.PathLike) -> list[dict[str, Any]]:
     for position, entry in enumerate(entries):
         if not isinstance(entry, dict):
             raise ValueError(f"{where}: task #{position + 1} is not a mapping: {entry!r}")
-    return entries
+    return content
 
 
 def _kind_of(value: Any) -> str:

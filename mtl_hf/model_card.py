@@ -111,6 +111,7 @@ class MultiTaskModelCardData:
     license: str | None = None
     language: list[str] = field(default_factory=list)
     tags: list[str] = field(default_factory=list)
+    datasets: list[str] = field(default_factory=list)
 
     @property
     def base_model_is_on_hub(self) -> bool:
@@ -144,7 +145,8 @@ class MultiTaskModelCardData:
         """The card's metadata: library, tags (mtl_hf, multi-task, each task type's pipeline tag, then those given),
         license, language, base model (a Hub id only), the Hub datasets, and the model index of `eval_results()`."""
         pipeline_tags = sorted({get_task_type(task).pipeline_tag for task in self.tasks})
-        hub_datasets = [spec.dataset_name for spec in self.task_data.values() if is_hub_dataset(spec)]
+        hub_datasets = [*(spec.dataset_name for spec in self.task_data.values() if is_hub_dataset(spec)),
+                        *self.datasets]
         results = self.eval_results()
         return MultiTaskCardMetadata(
             library_name="transformers",
@@ -337,12 +339,14 @@ def build_model_card(
     license: str | None = None,
     language: str | list[str] | None = None,
     tags: str | list[str] | None = None,
+    datasets: str | list[str] | None = None,
 ) -> MultiTaskModelCardData:
     """Collect the card's data from a `MultiTaskTrainer`: the tasks (labels, weights trained with) from the model
     config, the latest metric of every key from the log history and the `*_results.json` files in the output folder,
     the hyper-parameters from args. `task_data`: the task specs as read from the task file, whose data fields (files,
     dataset name) the model config does not keep. `license`, `language` and `tags` go into the card's metadata (as
-    `Trainer.push_to_hub` passes them).
+    `Trainer.push_to_hub` passes them), and so do `datasets` (Hub dataset ids, beside those of tasks loaded with
+    `dataset_name`); `run_mtl.py` takes all four from the task file's `card` section.
 
     The title is `model_name`, else the Hub id, else the task names (an output folder's name such as `out` says
     nothing); the snippets load the Hub id, else the output folder's absolute path.
@@ -374,6 +378,7 @@ def build_model_card(
         license=license,
         language=[language] if isinstance(language, str) else list(language or []),
         tags=[tags] if isinstance(tags, str) else list(tags or []),
+        datasets=[datasets] if isinstance(datasets, str) else list(datasets or []),
     )
 
 

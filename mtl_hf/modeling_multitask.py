@@ -13,7 +13,7 @@ from typing import Any
 
 import torch
 from torch import nn
-from transformers import AutoModel, PreTrainedModel
+from transformers import AutoModel, PreTrainedConfig, PreTrainedModel
 from transformers.utils import ModelOutput
 
 from .configuration_multitask import MultiTaskConfig, TaskSpec
@@ -159,6 +159,103 @@ class ClassificationHead(nn.Module):
         return self.classifier(self.dropout(pooled))
 
 
+@dataclass(frozen=True)
+class NativeClassifier:
+    """An architecture's own sequence classifier, which every family computes the same way in eval mode: first token
+    -> dense layer -> activation -> output layer, with dropout before the output layer (and before the dense layer
+    where ``input_dropout`` names it). What differs is written here: the activation (a name in ``ACTIVATIONS``, or
+    the config attribute holding one), the config attributes that give each dropout rate (the first one set wins) and the
+    dense layer's width, and where the dense and output layers live in the architecture's
+    ``*ForSequenceClassification`` (``mtl_hf.export`` writes the weights there). ``from_pooler``: the dense layer is
+    the base model's pooler (BERT), so a new head starts from the encoder's pretrained pooler, as
+    ``BertForSequenceClassification`` does."""
+
+    activation: str
+    dropout: tuple[str, ...]
+    dense_weights: str
+    output_weights: str
+    input_dropout: tuple[str, ...] = ()
+    activation_from_config: bool = False
+    dense_size: str = "hidden_size"
+    from_pooler: bool = False
+
+    def activation_module(self, config: PreTrainedConfig, task: str) -> nn.Module:
+        name = getattr(config, self.activation) if self.activation_from_config else self.activation
+        if name not in ACTIVATIONS:
+            raise ValueError(
+                f"Task {task!r}: field 'classifier' is 'native', but the encoder's {self.activation} is {name!r}, "
+                f"which mtl_hf's native classifier does not implement ({', '.join(ACTIVATIONS)}); use classifier: "
+                "linear"
+            )
+        return ACTIVATIONS[name]()
+
+
+# The activations of the native classifiers, as transformers' `ACT2FN` computes them ("gelu" is the exact, erf GELU),
+# from torch: transformers' activations module is not public API, which this file may only use.
+ACTIVATIONS: dict[str, type[nn.Module]] = {"tanh": nn.Tanh, "relu": nn.ReLU, "gelu": nn.GELU}
+
+
+_ROBERTA_STYLE_DROPOUT = ("classifier_dropout", "hidden_dropout_prob")
+# Keyed by the encoder's `model_type`; each entry was checked against transformers' own class (tests/test_export.py
+# exports every one and compares logits).
+NATIVE_CLASSIFIERS: dict[str, NativeClassifier] = {
+    "bert": NativeClassifier("tanh", _ROBERTA_STYLE_DROPOUT, "bert.pooler.dense", "classifier", from_pooler=True),
+    "roberta": NativeClassifier("tanh", _ROBERTA_STYLE_DROPOUT, "classifier.dense", "classifier.out_proj",
+                                input_dropout=_ROBERTA_STYLE_DROPOUT),
+    "distilbert": NativeClassifier("relu", ("seq_classif_dropout",), "pre_classifier", "classifier",
+                                   dense_size="dim"),
+    "electra": NativeClassifier("gelu", _ROBERTA_STYLE_DROPOUT, "classifier.dense", "classifier.out_proj",
+                                input_dropout=_ROBERTA_STYLE_DROPOUT),
+    "deberta-v2": NativeClassifier("pooler_hidden_act", ("cls_dropout", "hidden_dropout_prob"), "pooler.dense",
+                                   "classifier", input_dropout=("pooler_dropout",), activation_from_config=True,
+                                   dense_size="pooler_hidden_size"),
+}
+
+
+def native_classifier(encoder_config: PreTrainedConfig, task: str) -> NativeClassifier:
+    """The native classifier of the encoder's architecture; a ``ValueError`` naming the task and the architectures
+    that have one otherwise."""
+    recipe = NATIVE_CLASSIFIERS.get(encoder_config.model_type)
+    if recipe is None:
+        raise ValueError(
+            f"Task {task!r}: field 'classifier' is 'native', but mtl_hf knows no native classifier for the encoder's "
+            f"architecture ({encoder_config.model_type}); known: {', '.join(NATIVE_CLASSIFIERS)}. Use classifier: "
+            "linear"
+        )
+    return recipe
+
+
+def _config_rate(config: PreTrainedConfig, names: tuple[str, ...]) -> float:
+    for name in names:
+        value = getattr(config, name, None)
+        if isinstance(value, (int, float)):
+            return float(value)
+    return 0.0
+
+
+class NativeClassificationHead(nn.Module):
+    """The encoder architecture's own sequence classifier (see :class:`NativeClassifier`): first token -> [dropout]
+    -> dense -> activation -> dropout -> linear. ``dropout``: the task's ``dropout`` where set, replacing the
+    architecture's rates."""
+
+    def __init__(self, config: PreTrainedConfig, num_labels: int, recipe: NativeClassifier,
+                 dropout: float | None, task: str) -> None:
+        super().__init__()
+        size = getattr(config, recipe.dense_size, None) or getattr(config, "hidden_size", None) or config.dim
+        hidden_size = getattr(config, "hidden_size", None) or config.dim
+        rates = [_config_rate(config, names) if dropout is None else dropout
+                 for names in (recipe.input_dropout, recipe.dropout)]
+        self.input_dropout = nn.Dropout(rates[0]) if recipe.input_dropout else nn.Identity()
+        self.dense = nn.Linear(hidden_size, size)
+        self.activation = recipe.activation_module(config, task)
+        self.dropout = nn.Dropout(rates[1])
+        self.classifier = nn.Linear(size, num_labels)
+
+    def forward(self, hidden: torch.Tensor, attention_mask: torch.Tensor | None) -> torch.Tensor:
+        pooled = self.activation(self.dense(self.input_dropout(hidden[:, 0])))
+        return self.classifier(self.dropout(pooled))
+
+
 class TokenClassificationHead(nn.Module):
     """Dropout -> Linear on every token."""
 
@@ -212,6 +309,9 @@ class MultiTaskModel(PreTrainedModel):
         self.encoder = encoder if encoder is not None else AutoModel.from_config(config.encoder)
         self.heads = nn.ModuleDict({spec.name: self._build_head(spec) for spec in config.task_specs})
         self.post_init()
+        if encoder is not None:
+            for spec in config.task_specs:
+                self._start_from_pooler(spec)
 
     # ---- construction -------------------------------------------------------------------------------------
 
@@ -231,11 +331,24 @@ class MultiTaskModel(PreTrainedModel):
         return 0.1
 
     def _build_head(self, spec: TaskSpec) -> nn.Module:
+        if spec.classifier == "native":
+            recipe = native_classifier(self.config.encoder, spec.name)
+            return NativeClassificationHead(self.config.encoder, spec.num_labels, recipe, spec.dropout, spec.name)
         if spec.info.head == "token":
             return TokenClassificationHead(self.hidden_size, spec.num_labels, self._head_dropout(spec))
         if spec.info.head == "span":
             return SpanHead(self.hidden_size, spec.num_labels, self._head_dropout(spec))
         return ClassificationHead(self.hidden_size, spec.num_labels, self._head_dropout(spec), spec.pooling)
+
+    @torch.no_grad()
+    def _start_from_pooler(self, spec: TaskSpec) -> None:
+        """A new native head whose dense layer is the base model's pooler (BERT) starts from the encoder's pooler,
+        pretrained with it, as the architecture's own sequence classifier starts from a pretrained checkpoint."""
+        pooler = getattr(self.encoder, "pooler", None)
+        if spec.classifier != "native" or not native_classifier(self.config.encoder, spec.name).from_pooler:
+            return
+        if isinstance(getattr(pooler, "dense", None), nn.Linear):
+            self.heads[spec.name].dense.load_state_dict(pooler.dense.state_dict())
 
     def _init_weights(self, module: nn.Module) -> None:
         # Only the heads reach this: the encoder is a PreTrainedModel and gets its own `_init_weights`.
@@ -272,6 +385,7 @@ class MultiTaskModel(PreTrainedModel):
         head.train(self.training)  # a new module starts in training mode; follow the model's
         reference = next(self.encoder.parameters())
         self.heads[spec.name] = head.to(device=reference.device, dtype=reference.dtype)
+        self._start_from_pooler(spec)
 
     def export_task(self, task: str, directory: str, tokenizer: Any = None, overwrite: bool = False) -> Any:
         """Write ``task`` as a plain transformers checkpoint (see ``mtl_hf.export.export_task``, which this calls;

@@ -604,12 +604,14 @@ class MultiTaskTrainer(Trainer):
         license: str | None = None,
         language: str | list[str] | None = None,
         tags: str | list[str] | None = None,
+        datasets: str | list[str] | None = None,
         **kwargs: Any,
     ) -> None:
         """Write the multi-task model card (`README.md`) and `training_curves.png` into `output_dir`.
 
         `task_data`: the task specs as read from the task file, so the card can name each task's data (the model
-        config keeps only what the model needs); `license`, `language` and `tags` go into the card's metadata. Trainer
+        config keeps only what the model needs); `license`, `language`, `tags` and `datasets` (Hub dataset ids) go
+        into the card's metadata. Trainer
         calls this from `push_to_hub` with the keyword arguments given there, so the card and the curves are uploaded
         with the model. Trainer's single-task card arguments (`tasks`, `dataset_tags`, `dataset`, ...) describe one
         task and one data set; the task specs describe them here, so those are not used.
@@ -621,5 +623,5 @@ class MultiTaskTrainer(Trainer):
         plot_training_curves(self.state.log_history, list(self.task_specs.values()), output_dir / "training_curves.png")
         card = build_model_card(self, model_name=getattr(self, "hub_model_id", None) or model_name,
                                 base_model=finetuned_from, task_data=task_data, license=license, language=language,
-                                tags=tags)
+                                tags=tags, datasets=datasets)
         card.to_model_card().save(output_dir / "README.md")  # parsed by huggingface_hub, so its metadata is valid

@@ -29,7 +29,7 @@ def test_fields_of_one_task_type_are_stored_for_that_type_only(tmp_path: Path) -
     MultiTaskConfig(encoder=tiny_encoder_config("bert", 100), tasks=TASKS).save_pretrained(tmp_path)
     topic, ner = json.loads((tmp_path / "config.json").read_text())["tasks"]
     assert topic == {"name": "topic", "type": "classification", "labels": ["business", "sport"], "weight": 1.0,
-                     "dropout": None, "pooling": "mean"}
+                     "dropout": None, "pooling": "mean", "classifier": "linear"}
     assert ner == {"name": "ner", "type": "ner", "labels": ["O", "B-PER", "E-PER", "S-PER"], "weight": 1.0,
                    "dropout": None, "tag_scheme": "IOBES"}
     loaded = MultiTaskConfig.from_pretrained(tmp_path)
@@ -59,6 +59,8 @@ def test_configs_saved_before_tag_schemes_still_load(tmp_path: Path) -> None:
     assert loaded.get_task("pos").pooling is None
     assert loaded.get_task("topic").pooling == "cls"
     assert loaded.tasks[0]["pooling"] == "cls" and "pooling" not in loaded.tasks[1] and "pooling" not in loaded.tasks[2]
+    # saved before `classifier` existed: a linear head, whatever today's default
+    assert loaded.get_task("topic").classifier == "linear" and "classifier" not in loaded.tasks[1]
 
 
 @pytest.mark.parametrize(
@@ -68,6 +70,12 @@ def test_configs_saved_before_tag_schemes_still_load(tmp_path: Path) -> None:
         ({"type": "classification", "tag_scheme": "IOB2"}, "field 'tag_scheme' is 'IOB2'; it applies to ner tasks"),
         ({"type": "ner", "tag_scheme": "IOB1"}, "field 'tag_scheme' is 'IOB1'; expected one of IOB2, IOBES, BILOU, IO"),
         ({"type": "ner", "tag_scheme": "BIO"}, "field 'tag_scheme' is 'BIO'"),
+        ({"type": "ner", "classifier": "native"},
+         "field 'classifier' is 'native'; it applies to classification, regression and multilabel tasks only"),
+        ({"type": "classification", "classifier": "pooler"},
+         "field 'classifier' is 'pooler'; expected one of linear, native"),
+        ({"type": "multilabel", "classifier": "native", "pooling": "mean"},
+         "field 'pooling' is 'mean', but the native classifier reads the first token"),
     ],
 )
 def test_type_specific_fields_are_checked(fields: dict, message: str) -> None:

@@ -29,6 +29,7 @@ from mtl_hf.data import (
     preprocess_task,
     read_conll,
     resolve_labels,
+    task_file_card,
     task_file_entries,
 )
 from mtl_hf.metrics import SeqevalMetric
@@ -185,6 +186,34 @@ def test_task_file_errors_are_one_line_naming_file_and_place(
         load_task_file(path)
     assert str(info.value).startswith(f"Task file '{path}") and message in str(info.value)
     assert "\n" not in str(info.value)
+
+
+def test_task_file_card_section_gives_the_cards_metadata(tmp_path: Path) -> None:
+    path = tmp_path / "tasks.yaml"
+    path.write_text("card:\n  license: mit\n  language: [en, de]\n  tags: news\n  datasets: conll2003\n"
+                    "tasks:\n  - {name: ner, type: ner, train_file: a.conll}\n")
+    assert task_file_card(path) == {"license": "mit", "language": ["en", "de"], "tags": ["news"],
+                                    "datasets": ["conll2003"]}
+    assert len(load_task_file(path)) == 1
+    path.write_text("tasks:\n  - {name: ner, type: ner}\n")
+    assert task_file_card(path) == {}
+
+
+@pytest.mark.parametrize(("card", "message"), [
+    ("card: apache-2.0", "section 'card': expected a mapping with the keys license, language, tags, datasets, found "
+                         "a string"),
+    ("card: {licence: mit}", "section 'card': unknown key(s) licence; known keys: license, language, tags, datasets"),
+    ("card: {license: [mit]}", "section 'card': 'license' must be one license identifier (such as apache-2.0), got "
+                               "list ['mit']"),
+    ("card: {tags: [news, 3]}", "section 'card': 'tags' must be a string or a list of non-empty strings, got list "
+                                "['news', 3]"),
+])
+def test_a_bad_card_section_names_the_file_and_the_key(tmp_path: Path, card: str, message: str) -> None:
+    path = tmp_path / "tasks.yaml"
+    path.write_text(f"{card}\ntasks:\n  - {{name: ner, type: ner}}\n")
+    with pytest.raises(ValueError) as info:
+        task_file_card(path)
+    assert str(info.value) == f"Task file '{path}', {message}"
 
 
 def test_task_file_with_utf8_bom_and_relative_paths(tmp_path: Path) -> None:

@@ -1,9 +1,10 @@
-"""`export_task` and `python -m mtl_hf.export`: one task as a plain transformers model (token classification or
-question answering), loaded where mtl_hf cannot be imported and without `trust_remote_code`, with the multi-task
+"""`export_task` and `python -m mtl_hf.export`: one task as a plain transformers model (token classification,
+question answering, or sequence classification for the native head), loaded where mtl_hf cannot be imported and without `trust_remote_code`, with the multi-task
 model's logits for that task."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 import subprocess
@@ -18,15 +19,22 @@ import transformers
 import mtl_hf
 from mtl_hf import MultiTaskConfig, MultiTaskModel, TaskSpec, export_task
 from mtl_hf.export import ExportError, main
-from mtl_hf.modeling_multitask import TokenClassificationHead
+from mtl_hf.modeling_multitask import NATIVE_CLASSIFIERS, TokenClassificationHead
 from tests.conftest import ENCODER_FAMILIES, tiny_encoder_config
-from tests.trainer_fixtures import MOOD, NER, TOPIC, TOPIC_SET, WHERE
+from tests.trainer_fixtures import MOOD, NER, SAME, TOPIC, TOPIC_SET, WHERE
 
 NER_TEXTS = ["john lives in paris", "mary visited the old market in london today"]  # different lengths: padded
 QUESTIONS = ["where does john live ?", "where does mary live ?"]
 CONTEXTS = ["the team said john lives in rome today .", "mary lives in london ."]
+PAIRS = ["john lives in rome", "the market is old"]
 ENTITY = "B-LOC"  # the exported NER head is biased towards it, so that the pipeline's output is known
 ATOL = 1e-5
+# The sequence tasks with the architecture's own classifier: single texts, pairs, regression, multilabel.
+NATIVE = tuple(dataclasses.replace(spec, classifier="native") for spec in (TOPIC, SAME, MOOD, TOPIC_SET))
+AUTO_CLASSES = {"token": "AutoModelForTokenClassification", "span": "AutoModelForQuestionAnswering",
+                "sequence": "AutoModelForSequenceClassification"}
+PROBLEM_TYPES = {"classification": "single_label_classification", "regression": "regression",
+                 "multilabel": "multi_label_classification"}
 
 
 def tokenizer_for(family: str, bert_dir: Path, roberta_dir: Path) -> transformers.PreTrainedTokenizerBase:
@@ -45,15 +53,18 @@ def make_model(family: str, tokenizer: transformers.PreTrainedTokenizerBase,
     return model.train()
 
 
-def model_inputs(tokenizer: transformers.PreTrainedTokenizerBase) -> dict[str, dict[str, torch.Tensor]]:
-    return {"ner": dict(tokenizer(NER_TEXTS, padding=True, return_tensors="pt")),
-            "where": dict(tokenizer(QUESTIONS, CONTEXTS, padding=True, return_tensors="pt"))}
+def task_inputs(spec: TaskSpec) -> tuple[list[str], list[str] | None]:
+    """The texts (and second texts) each task is run on."""
+    if spec.type == "extractive_qa":
+        return QUESTIONS, CONTEXTS
+    return NER_TEXTS, (PAIRS if spec.takes_pairs else None)
 
 
 # Runs where `import mtl_hf` fails, loading each export with transformers' own auto classes only (no
-# `trust_remote_code`), tokenizing with the exported tokenizer, and running transformers' token-classification
-# pipeline on each NER export. Transformers 5 has no "question-answering" pipeline any more (it is not in
-# `transformers.pipelines.SUPPORTED_TASKS`), so a QA export runs through its pipeline only where one exists.
+# `trust_remote_code`), tokenizing with the exported tokenizer, and running transformers' token- or
+# text-classification pipeline on each export that has one. Transformers 5 has no "question-answering" pipeline any
+# more (it is not in `transformers.pipelines.SUPPORTED_TASKS`), so a QA export runs through its pipeline only where
+# one exists.
 PLAIN_SCRIPT = textwrap.dedent(
     """
     import json, sys
@@ -68,28 +79,31 @@ PLAIN_SCRIPT = textwrap.dedent(
     jobs = json.loads(open(sys.argv[1]).read())
     results = {}
     for job in jobs:
-        directory = job["directory"]
+        directory, texts, pairs = job["directory"], job["texts"], job["pairs"]
         tokenizer = transformers.AutoTokenizer.from_pretrained(directory)
-        if job["task"] == "ner":
-            model = transformers.AutoModelForTokenClassification.from_pretrained(directory).eval()
-            inputs = tokenizer(job["texts"], padding=True, return_tensors="pt")
-            with torch.no_grad():
-                logits = model(**inputs).logits
-            pipe = transformers.pipeline("token-classification", model=directory)
-            served = [[{k: entity[k] for k in ("entity", "word")} for entity in pipe(text)] for text in job["texts"]]
-        else:
-            model = transformers.AutoModelForQuestionAnswering.from_pretrained(directory).eval()
-            inputs = tokenizer(job["questions"], job["contexts"], padding=True, return_tensors="pt")
-            with torch.no_grad():
-                output = model(**inputs)
+        model = getattr(transformers, job["auto"]).from_pretrained(directory).eval()
+        inputs = tokenizer(texts, pairs, padding=True, return_tensors="pt")
+        with torch.no_grad():
+            output = model(**inputs)
+        served = None
+        if job["auto"] == "AutoModelForQuestionAnswering":
             logits = torch.stack([output.start_logits, output.end_logits], dim=-1)
-            served = None
             if "question-answering" in SUPPORTED_TASKS:
                 pipe = transformers.pipeline("question-answering", model=directory)
-                served = [pipe(question=q, context=c) for q, c in zip(job["questions"], job["contexts"])]
+                served = [pipe(question=q, context=c) for q, c in zip(texts, pairs)]
+        elif job["auto"] == "AutoModelForTokenClassification":
+            logits = output.logits
+            pipe = transformers.pipeline("token-classification", model=directory)
+            served = [[{k: entity[k] for k in ("entity", "word")} for entity in pipe(text)] for text in texts]
+        else:
+            logits = output.logits
+            pipe = transformers.pipeline("text-classification", model=directory, top_k=None)
+            served = pipe([text if pairs is None else {"text": text, "text_pair": pairs[i]}
+                           for i, text in enumerate(texts)])  # a list: one list of {label, score} per input
         results[job["key"]] = {
             "logits": logits, "input_ids": inputs["input_ids"], "served": served,
             "class": f"{type(model).__module__}.{type(model).__name__}", "id2label": model.config.id2label,
+            "problem_type": model.config.problem_type,
         }
     torch.save(results, sys.argv[2])
     """
@@ -98,23 +112,27 @@ PLAIN_SCRIPT = textwrap.dedent(
 
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory: pytest.TempPathFactory, tokenizer_dir: Path, roberta_tokenizer_dir: Path) -> dict:
-    """Both tasks of a model of every family exported, the exports run in a clean interpreter: `{"expected": {(family,
-    task): (logits, inputs)}, "plain": {"family/task": results}, "root": folder, "training": {family: mode}}`."""
+    """Every task of a model of every family exported, the exports run in a clean interpreter: `{"expected":
+    {(family, task): (logits, inputs)}, "plain": {"family/task": results}, "root": folder, "training": {family:
+    mode}}`."""
     root = tmp_path_factory.mktemp("export")
     expected, jobs, training = {}, [], {}
+    specs = (NER, WHERE, *NATIVE)
     for family in ENCODER_FAMILIES:
         tokenizer = tokenizer_for(family, tokenizer_dir, roberta_tokenizer_dir)
-        model = make_model(family, tokenizer)
-        for task in ("ner", "where"):
-            directory = export_task(model, task, root / family / task, tokenizer=tokenizer)
-            assert directory == root / family / task
-            jobs.append({"key": f"{family}/{task}", "task": task, "directory": str(directory), "texts": NER_TEXTS,
-                         "questions": QUESTIONS, "contexts": CONTEXTS})
+        model = make_model(family, tokenizer, specs)
+        for spec in specs:
+            directory = export_task(model, spec.name, root / family / spec.name, tokenizer=tokenizer)
+            assert directory == root / family / spec.name
+            texts, pairs = task_inputs(spec)
+            jobs.append({"key": f"{family}/{spec.name}", "auto": AUTO_CLASSES[spec.info.head],
+                         "directory": str(directory), "texts": texts, "pairs": pairs})
         training[family] = model.training
         model.eval()
         with torch.no_grad():
-            for task, inputs in model_inputs(tokenizer).items():
-                expected[(family, task)] = (model(**inputs, task=task).logits, inputs)
+            for spec in specs:
+                inputs = dict(tokenizer(*task_inputs(spec), padding=True, return_tensors="pt"))
+                expected[(family, spec.name)] = (model(**inputs, task=spec.name).logits, inputs)
     (root / "jobs.json").write_text(json.dumps(jobs))
     (root / "plain.py").write_text(PLAIN_SCRIPT)
     env = {"HF_HUB_OFFLINE": "1", "HF_HOME": str(root / "hf_home"), "PATH": "/usr/bin:/bin"}
@@ -167,20 +185,69 @@ def test_transformers_pipeline_serves_the_ner_export(exported: dict, family: str
 def test_exports_are_safetensors_with_the_tokenizer_and_leave_nothing_else(exported: dict) -> None:
     for family in ENCODER_FAMILIES:
         names = {path.name for path in (exported["root"] / family).iterdir()}
-        assert names == {"ner", "where"}, names  # no staging folders left behind
+        assert names == {spec.name for spec in (NER, WHERE, *NATIVE)}, names  # no staging folders left behind
         for task in names:
             files = {path.name for path in (exported["root"] / family / task).iterdir()}
             assert {"config.json", "model.safetensors", "tokenizer_config.json"} <= files, files
             assert not [name for name in files if name.endswith((".bin", ".py"))], files
 
 
-@pytest.mark.parametrize("spec", [TOPIC, MOOD, TOPIC_SET], ids=lambda spec: spec.type)
-def test_sequence_tasks_are_refused_and_nothing_is_written(spec: TaskSpec, bert_tokenizer, tmp_path: Path) -> None:
+@pytest.mark.parametrize("spec", NATIVE, ids=lambda spec: spec.name)
+@pytest.mark.parametrize("family", ENCODER_FAMILIES)
+def test_native_sequence_export_is_the_architectures_sequence_classifier(exported: dict, family: str,
+                                                                         spec: TaskSpec) -> None:
+    plain = exported["plain"][f"{family}/{spec.name}"]
+    logits, inputs = exported["expected"][(family, spec.name)]
+    assert plain["class"].startswith("transformers.models.")
+    assert plain["class"].endswith("ForSequenceClassification")
+    assert torch.equal(plain["input_ids"], inputs["input_ids"]) and inputs["attention_mask"].min() == 0
+    torch.testing.assert_close(plain["logits"], logits, rtol=0, atol=ATOL)
+    assert plain["problem_type"] == PROBLEM_TYPES[spec.type]
+    config = json.loads((exported["root"] / family / spec.name / "config.json").read_text())
+    assert config["problem_type"] == PROBLEM_TYPES[spec.type] and "auto_map" not in config
+    if spec.info.has_labels:
+        assert plain["id2label"] == spec.id2label and config["label2id"] == spec.label2id
+    else:
+        assert len(config["id2label"]) == 1  # regression: one output, as transformers' `num_labels=1`
+
+
+@pytest.mark.parametrize("spec", NATIVE, ids=lambda spec: spec.name)
+def test_transformers_text_classification_pipeline_serves_the_native_export(exported: dict, spec: TaskSpec) -> None:
+    """transformers' pipeline reads the exported `problem_type`: softmax for classification (pairs too), one
+    sigmoid per label for multilabel, the raw value for regression."""
+    for family in ENCODER_FAMILIES:
+        served = exported["plain"][f"{family}/{spec.name}"]["served"]
+        logits, _ = exported["expected"][(family, spec.name)]
+        for row, results in enumerate(served):
+            scores = {result["label"]: result["score"] for result in results}
+            if spec.type == "classification":
+                expected = dict(zip(spec.labels, logits[row].softmax(-1).tolist()))
+            elif spec.type == "multilabel":
+                expected = dict(zip(spec.labels, logits[row].sigmoid().tolist()))
+            else:
+                expected = {"LABEL_0": logits[row, 0].item()}
+            assert scores == pytest.approx(expected, abs=1e-5), (family, row)
+
+
+@pytest.mark.parametrize("spec", [TOPIC, SAME, MOOD, TOPIC_SET], ids=lambda spec: spec.name)
+def test_linear_sequence_heads_are_refused_and_nothing_is_written(spec: TaskSpec, bert_tokenizer,
+                                                                  tmp_path: Path) -> None:
     model = make_model("bert", bert_tokenizer, specs=(NER, spec))
-    with pytest.raises(ValueError, match=rf"Task '{spec.name}' \({spec.type}\) cannot be exported exactly: .*"
-                                         r"architecture's own sequence classifier.*not yet available"):
+    with pytest.raises(ValueError, match=rf"Task '{spec.name}' \({spec.type}\) cannot be exported exactly: it has "
+                                         r"mtl_hf's linear head .* Train it with `classifier: native`"):
         export_task(model, spec.name, tmp_path / "out", tokenizer=bert_tokenizer)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_native_classifier_is_known_for_the_tested_families_only() -> None:
+    """An architecture without a recipe is refused when the model is built, naming the task and the known ones."""
+    assert set(NATIVE_CLASSIFIERS) == set(ENCODER_FAMILIES)
+    config = transformers.AutoConfig.for_model("albert", vocab_size=50, hidden_size=32, embedding_size=16,
+                                               num_hidden_layers=1, num_attention_heads=2, intermediate_size=37)
+    with pytest.raises(ValueError, match="Task 'topic': field 'classifier' is 'native', but mtl_hf knows no native "
+                                         "classifier for the encoder's architecture \\(albert\\); known: bert, "
+                                         "roberta, distilbert, electra, deberta-v2. Use classifier: linear"):
+        MultiTaskModel(MultiTaskConfig(encoder=config, tasks=[NATIVE[0]]))
 
 
 def test_unknown_task_lists_the_known_ones(bert_tokenizer, tmp_path: Path) -> None:
@@ -256,7 +323,8 @@ def test_command_exports_a_task(saved_model: Path, tmp_path: Path, capsys) -> No
 
 
 @pytest.mark.parametrize("args, message", [
-    (["{model}", "topic", "{out}"], r"Task 'topic' \(classification\) cannot be exported exactly"),
+    (["{model}", "topic", "{out}"], r"Task 'topic' \(classification\) cannot be exported exactly: it has mtl_hf's "
+                                    "linear head"),
     (["{model}", "nope", "{out}"], "Unknown task 'nope'; this model knows: ner, where, topic"),
     (["{tokenizer}", "ner", "{out}"], "cannot read a model config from"),
     (["{out}", "ner", "{out}"], "no model at '.*/out': there is no such folder"),
@@ -285,7 +353,7 @@ def test_python_dash_m_runs_the_command(saved_model: Path, tmp_path: Path) -> No
                             capture_output=True, text=True, timeout=120, check=False,
                             cwd=Path(mtl_hf.__file__).parents[1])
     assert result.returncode == 2 and result.stderr.count("\n") == 1, result.stderr
-    assert "needs a head that is the architecture's own sequence classifier" in result.stderr
+    assert "Train it with `classifier: native` in the task file" in result.stderr
     assert not (tmp_path / "y").exists()
 
 

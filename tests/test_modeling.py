@@ -319,3 +319,32 @@ def test_public_api_is_exported() -> None:
     assert transformers.AutoConfig.for_model("mtl_hf_multitask").__class__ is MultiTaskConfig
     for name in ("MultiTaskModel", "MultiTaskConfig", "TaskSpec"):
         assert hasattr(mtl_hf, name)
+
+
+@pytest.mark.parametrize("family", ["bert", "roberta"])
+def test_a_native_head_starts_from_the_pretrained_pooler_where_the_architecture_does(family: str,
+                                                                                      tmp_path: Path) -> None:
+    """BERT's sequence classifier is its pretrained pooler plus a new linear layer: a native head on a BERT encoder
+    starts from the encoder's pooler (in `from_encoder` and `add_task`); RoBERTa's dense layer is new."""
+    torch.manual_seed(0)
+    transformers.AutoModel.from_config(tiny_encoder_config(family, VOCAB)).save_pretrained(tmp_path / "encoder")
+    native = TaskSpec(name="topic", type="classification", labels=["a", "b"], classifier="native")
+    model = MultiTaskModel.from_encoder(str(tmp_path / "encoder"), [native])
+    model.add_task(TaskSpec(name="score", type="regression", classifier="native"))
+    pooler = model.encoder.pooler.dense
+    for task in ("topic", "score"):
+        dense = model.heads[task].dense
+        assert torch.equal(dense.weight, pooler.weight) is (family == "bert"), task
+        assert dense.weight.data_ptr() != pooler.weight.data_ptr()  # a copy: each task trains its own
+        assert torch.count_nonzero(model.heads[task].classifier.bias) == 0
+
+
+def test_native_head_dropout_is_the_architectures_unless_the_task_sets_one() -> None:
+    config = tiny_encoder_config("roberta", VOCAB, hidden_dropout_prob=0.2)
+    specs = [TaskSpec(name="a", type="classification", labels=["x", "y"], classifier="native"),
+             TaskSpec(name="b", type="classification", labels=["x", "y"], classifier="native", dropout=0.05)]
+    model = MultiTaskModel(MultiTaskConfig(encoder=config, tasks=specs))
+    assert (model.heads["a"].input_dropout.p, model.heads["a"].dropout.p) == (0.2, 0.2)
+    assert (model.heads["b"].input_dropout.p, model.heads["b"].dropout.p) == (0.05, 0.05)
+    bert = MultiTaskModel(MultiTaskConfig(encoder=tiny_encoder_config("bert", VOCAB), tasks=specs[:1]))
+    assert isinstance(bert.heads["a"].input_dropout, torch.nn.Identity)  # BERT's pooler has no dropout

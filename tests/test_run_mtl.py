@@ -340,6 +340,8 @@ def test_continuing_maps_reordered_labels_and_applies_weight_and_dropout(
         ({"topic": {"pooling": "mean"}}, "task 'topic': field 'pooling' is 'mean' in .*tasks.yaml, but the trained "
                                          "head's is 'cls'"),
         ({"ner": {"type": "classification", "label_column_name": "ner_tags"}}, "task 'ner': field 'type'"),
+        ({"topic": {"classifier": "native"}}, "task 'topic': field 'classifier' is 'native' in .*tasks.yaml, but the "
+                                              "trained head's is 'linear'"),
     ],
 )
 def test_continuing_refuses_a_changed_head(changes: dict, message: str, workspace: dict[str, Path], trained: Path,
@@ -351,6 +353,24 @@ def test_continuing_refuses_a_changed_head(changes: dict, message: str, workspac
     with pytest.raises(run_mtl.UsageError, match=message):
         run_mtl.main(["--model_name_or_path", str(trained), "--tasks", str(task_file_with(workspace, tmp_path,
                       **changes)), "--output_dir", str(out), "--report_to", "none", "--use_cpu"])
+    assert not out.exists()
+
+
+def test_a_native_classifier_the_encoder_lacks_is_refused_before_anything_is_written(workspace: dict[str, Path],
+                                                                                     tmp_path: Path) -> None:
+    sys.path.insert(0, str(REPO))
+    import run_mtl
+
+    encoder = tmp_path / "albert"
+    transformers.AutoConfig.for_model("albert", vocab_size=50, hidden_size=32, embedding_size=16, num_hidden_layers=1,
+                                      num_attention_heads=2, intermediate_size=37).save_pretrained(encoder)
+    out = tmp_path / "out"
+    with pytest.raises(run_mtl.UsageError, match=r"Task 'topic': field 'classifier' is 'native', but mtl_hf knows no "
+                                                 r"native classifier for the encoder's architecture \(albert\).* \(in "
+                                                 r".*tasks.yaml\)"):
+        run_mtl.main(["--model_name_or_path", str(encoder), "--tasks", str(task_file_with(
+            workspace, tmp_path, topic={"classifier": "native"})), "--output_dir", str(out), "--report_to", "none",
+            "--use_cpu"])
     assert not out.exists()
 
 

@@ -59,20 +59,25 @@ TASKS = [
     {"name": "topic", "type": "classification", **files("topic", "jsonl"), "text_column_name": "sentence",
      "label_column_name": "category"},
     {"name": "ner", "type": "ner", **files("ner", "conll"), "labels": NER.labels},
-    {"name": "pair", "type": "classification", **files("pair", "jsonl"), "text_pair_column_name": "text_b"},
+    # The architecture's own classifier on two tasks, the linear head on the other two sequence tasks.
+    {"name": "pair", "type": "classification", **files("pair", "jsonl"), "text_pair_column_name": "text_b",
+     "classifier": "native"},
     {"name": "sentiment", "type": "regression", **files("sentiment", "tsv"), "text_column_name": "sentence",
-     "label_column_name": "score", "main_metric": "spearmanr"},
+     "label_column_name": "score", "main_metric": "spearmanr", "classifier": "native"},
     {"name": "tags", "type": "multilabel", **files("tags", "csv"), "label_column_name": "topics",
      "label_delimiter": "|", "threshold": TAGS_THRESHOLD},
 ]
 
 
-def train_task_file(root: Path, tokenizer_dir: Path, tasks: list[dict], epochs: int, max_seq_length: int
-                    ) -> dict[str, Path]:
-    """run_mtl.py in a subprocess on `tasks` (data files under `root/data`) from a tiny BERT: train, evaluate and
-    predict into `root/out`."""
+CARD = {"license": "apache-2.0", "language": "en", "tags": ["news", "sentiment"], "datasets": ["conll2003"]}
+
+
+def train_task_file(root: Path, tokenizer_dir: Path, tasks: list[dict], epochs: int, max_seq_length: int,
+                    card: dict | None = None) -> dict[str, Path]:
+    """run_mtl.py in a subprocess on `tasks` (data files under `root/data`; `card`: the task file's card section)
+    from a tiny BERT: train, evaluate and predict into `root/out`."""
     encoder = save_tiny_bert(root / "tiny-bert", tokenizer_dir)
-    (root / "tasks.yaml").write_text(yaml.safe_dump({"tasks": tasks}))
+    (root / "tasks.yaml").write_text(yaml.safe_dump({"tasks": tasks, **({"card": card} if card else {})}))
     out = root / "out"
     result = run(["--model_name_or_path", str(encoder), "--tasks", "tasks.yaml", "--output_dir", str(out),
                   "--do_train", "--do_eval", "--do_predict", "--num_train_epochs", str(epochs),
@@ -88,7 +93,7 @@ def trained(tmp_path_factory: pytest.TempPathFactory, tokenizer_dir: Path) -> di
     root = tmp_path_factory.mktemp("task_types_run")
     write_task_files(root / "data")
     write_new_task_files(root / "data")
-    return train_task_file(root, tokenizer_dir, TASKS, epochs=5, max_seq_length=32)
+    return train_task_file(root, tokenizer_dir, TASKS, epochs=5, max_seq_length=32, card=CARD)
 
 
 def test_every_type_is_evaluated_and_combined(trained: dict[str, Path]) -> None:
@@ -173,6 +178,8 @@ def test_config_lists_the_five_tasks_with_their_fields(trained: dict[str, Path])
     for name in ("topic", "ner", "pair", "sentiment"):
         assert "threshold" not in tasks[name], name
     assert "tag_scheme" not in tasks["tags"] and "pooling" not in tasks["ner"]
+    assert {name: task.get("classifier") for name, task in tasks.items()} == {
+        "topic": "linear", "ner": None, "pair": "native", "sentiment": "native", "tags": "linear"}
 
 
 REMOTE_SCRIPT = textwrap.dedent(
@@ -258,6 +265,21 @@ def test_the_pipeline_serves_a_text_and_a_pair(trained: dict[str, Path]) -> None
     assert both[1] == pair and set(both[0]) == set(result)
 
 
+def test_the_card_carries_the_task_files_metadata_and_every_tasks_results(trained: dict[str, Path]) -> None:
+    """The task file's `card` section reaches the Hub metadata, which huggingface_hub parses, with the eval results
+    of every task in the model index."""
+    from huggingface_hub import ModelCard
+
+    data = ModelCard.load(trained["out"] / "README.md").data
+    assert data.license == "apache-2.0" and data.language == ["en"] and data.datasets == ["conll2003"]
+    assert {"news", "sentiment", "mtl_hf", "token-classification"} <= set(data.tags)
+    assert {result.task_name for result in data.eval_results} >= {"topic", "ner", "pair", "sentiment", "tags"}
+    main = {(result.task_name, result.dataset_split, result.metric_type): result.metric_value
+            for result in data.eval_results}
+    results = json.loads((trained["out"] / "all_results.json").read_text())
+    assert main[("pair", "test", "accuracy")] == pytest.approx(results["test_pair_accuracy"])
+
+
 def test_the_card_describes_every_task(trained: dict[str, Path]) -> None:
     card = (trained["out"] / "README.md").read_text()
     assert "\n# mtl_hf multi-task model: topic, ner, pair, sentiment, tags\n" in card
@@ -272,3 +294,24 @@ def test_the_card_describes_every_task(trained: dict[str, Path]) -> None:
         rows = [line for line in card.splitlines() if line.startswith(f"| {task} | eval | ")]
         assert rows and rows[0].startswith(f"| {task} | eval | {main} | "), (task, rows[:1])
         assert f"- **{task}**: files `data/{task}_train." in card, task
+
+
+def test_native_heads_export_and_serve_as_transformers_classifiers(trained: dict[str, Path], tmp_path: Path) -> None:
+    """The tasks trained with `classifier: native` export with the command (no linear head could) and transformers'
+    own text-classification pipeline gives what mtl_hf's pipeline gives: the pair's label and probability, the
+    regression value."""
+    out = trained["out"]
+    for task in ("pair", "sentiment"):
+        result = subprocess.run([sys.executable, "-m", "mtl_hf.export", str(out), task, str(tmp_path / task)],
+                                capture_output=True, text=True, timeout=300, check=False)
+        assert result.returncode == 0, result.stderr[-3000:]
+        assert "AutoModelForSequenceClassification" in result.stdout
+    mtl = MultiTaskPipeline.from_pretrained(str(out))
+    pair = {"text": "the market rose", "text_pair": "profit fell"}
+    served = transformers.pipeline("text-classification", model=str(tmp_path / "pair"))([pair])[0]
+    expected = mtl(pair)["pair"]
+    assert served["label"] == expected["label"]
+    assert served["score"] == pytest.approx(expected["score"], abs=1e-5)
+    text = "Good news: the team won the cup in London."
+    served = transformers.pipeline("text-classification", model=str(tmp_path / "sentiment"))([text])[0]
+    assert served["score"] == pytest.approx(mtl(text, tasks="sentiment")["sentiment"]["score"], abs=1e-5)

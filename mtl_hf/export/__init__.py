@@ -2,7 +2,8 @@
 
 A deployment that serves one task should not need mtl_hf, nor ``trust_remote_code``: ``export_task`` writes the
 shared encoder and that task's head as the architecture's own task model (``BertForTokenClassification``,
-``RobertaForQuestionAnswering``, ...) with the task's label maps and the tokenizer, so that
+``RobertaForQuestionAnswering``, ``DistilBertForSequenceClassification``, ...) with the task's label maps, its
+``problem_type`` and the tokenizer, so that
 ``AutoModelForTokenClassification.from_pretrained(directory)`` and transformers' ``pipeline(...)`` load it as any hub
 checkpoint. The export is exact: the exported model's logits are the multi-task model's for that task, which
 ``export_task`` checks on a probe input before it writes anything.
@@ -29,6 +30,7 @@ import torch
 from transformers import (
     AutoConfig,
     AutoModelForQuestionAnswering,
+    AutoModelForSequenceClassification,
     AutoModelForTokenClassification,
     AutoTokenizer,
     PreTrainedModel,
@@ -36,14 +38,12 @@ from transformers import (
 )
 
 from ..configuration_multitask import MultiTaskConfig, TaskSpec
-from ..modeling_multitask import MultiTaskModel
+from ..modeling_multitask import MultiTaskModel, native_classifier
+from ..task_types import get_task_type
 
-# The head's own parameters: exactly one Linear. A head with anything more (a dense layer, a pooler) has no
-# counterpart in the architecture's token or span model, whose head is that one Linear after dropout.
-HEAD_PARAMETERS = frozenset({"classifier.weight", "classifier.bias"})
 # Encoder weights an exported model may leave out: BERT's and RoBERTa's pooler. Their token and QA models build the
-# base model without it (`add_pooling_layer=False`), and neither mtl_hf's token and span heads nor those models read
-# it (they read the last hidden states), so the exported logits do not depend on it.
+# base model without it (`add_pooling_layer=False`), and neither mtl_hf's heads nor those models read it (BERT's
+# sequence classifier does: its pooler is then the native head's dense layer, see `NativeClassifier`).
 DROPPABLE_ENCODER_PREFIXES = ("pooler.",)
 # How close the exported model's logits must be to the multi-task model's on the probe input. Both run the same
 # modules on the same weights, so they agree to rounding; half precision rounds more coarsely.
@@ -58,22 +58,45 @@ class ExportError(ValueError):
 
 @dataclass(frozen=True)
 class HeadExport:
-    """How a head shape (``TaskTypeInfo.head``) becomes a plain transformers model: the auto class that builds the
-    architecture's task model and the attribute of that model holding its output Linear (``classifier`` of the
-    token classifiers, ``qa_outputs`` of the question-answering models)."""
+    """How a task's head becomes a plain transformers model: the auto class that builds the architecture's task
+    model, where each of the head's linear layers lives in it (``{head module: exported module}``), and the
+    ``problem_type`` its config gets (the loss transformers' sequence classifiers compute; ``None`` for the token and
+    question-answering models, which have one loss)."""
 
     auto_class: Any
-    linear: str
+    modules: dict[str, str]
+    problem_type: str | None = None
 
 
-# Keyed by head shape, not by task type: a task type's head shape decides its logits, so a plugin type with a token
-# head exports as NER does. Sequence heads are missing on purpose: mtl_hf's ClassificationHead (first token or mean
-# -> dropout -> Linear) is not BERT's (pooler -> dropout -> Linear) nor RoBERTa's (dense -> tanh -> Linear)
-# sequence classifier, so no exact export of it exists.
-HEAD_EXPORTS: dict[str, HeadExport] = {
-    "token": HeadExport(AutoModelForTokenClassification, "classifier"),
-    "span": HeadExport(AutoModelForQuestionAnswering, "qa_outputs"),
-}
+def head_export(config: MultiTaskConfig, spec: TaskSpec) -> HeadExport:
+    """How ``spec``'s head exports exactly, or an ``ExportError`` saying why it cannot. A token head (NER) is the
+    architecture's token classifier (``classifier``), a span head (extractive QA) its question-answering model
+    (``qa_outputs``); a sequence head (classification, regression, multilabel) exports only if it is the native
+    classifier (``classifier: native``): mtl_hf's linear head (pooled vector -> dropout -> linear) is not BERT's
+    (pooler -> dropout -> linear) nor RoBERTa's (dense -> tanh -> linear) sequence classifier."""
+    if spec.info.head == "token":
+        return HeadExport(AutoModelForTokenClassification, {"classifier": "classifier"})
+    if spec.info.head == "span":
+        return HeadExport(AutoModelForQuestionAnswering, {"classifier": "qa_outputs"})
+    if spec.info.head == "sequence" and spec.classifier == "native":
+        try:
+            recipe = native_classifier(config.encoder, spec.name)
+        except ValueError as error:
+            raise ExportError(str(error)) from None
+        return HeadExport(
+            AutoModelForSequenceClassification,
+            {"dense": recipe.dense_weights, "classifier": recipe.output_weights},
+            get_task_type(spec).problem_type,
+        )
+    if spec.info.head == "sequence":
+        raise ExportError(
+            f"Task {spec.name!r} ({spec.type}) cannot be exported exactly: it has mtl_hf's linear head (pooled vector "
+            "-> dropout -> linear), which is not the architecture's own sequence classifier (BERT's adds its pooler, "
+            "RoBERTa's a dense layer and tanh). Train it with `classifier: native` in the task file: that head is "
+            "the architecture's own and exports as its AutoModelForSequenceClassification"
+        )
+    raise ExportError(f"Task {spec.name!r} ({spec.type}) cannot be exported: mtl_hf knows no plain transformers "
+                      f"model for its {spec.info.head} head")
 
 
 def exportable_spec(config: MultiTaskConfig, task: str) -> TaskSpec:
@@ -84,14 +107,7 @@ def exportable_spec(config: MultiTaskConfig, task: str) -> TaskSpec:
         spec = config.get_task(task)
     except ValueError as error:
         raise ExportError(str(error)) from None
-    if spec.info.head not in HEAD_EXPORTS:
-        raise ExportError(
-            f"Task {spec.name!r} ({spec.type}) cannot be exported exactly: mtl_hf's {spec.info.head} head (pooled "
-            "vector -> dropout -> linear) is not the architecture's own sequence classifier (BERT's adds its pooler, "
-            "RoBERTa's a dense layer and tanh); an exact export needs a head that is the architecture's own sequence "
-            "classifier, which is not yet available. Exportable here: tasks with a token head (ner) or a span head "
-            "(extractive_qa)"
-        )
+    head_export(config, spec)
     return spec
 
 
@@ -106,11 +122,13 @@ def export_task(
     without ``trust_remote_code``; returns the directory.
 
     NER (any task with a token head) becomes ``AutoModelForTokenClassification`` of the encoder's architecture, with
-    the task's ``id2label``/``label2id``; extractive QA (a span head) becomes ``AutoModelForQuestionAnswering``.
-    The exported logits equal the multi-task model's for the task (checked here on a probe input; for extractive QA
-    on the input's own tokens: mtl_hf's span head puts padding positions at the lowest value, transformers' QA models
-    do not). Classification, regression and multilabel tasks are refused (``ExportError``, a ``ValueError``): no exact
-    export of their head exists yet.
+    the task's ``id2label``/``label2id``; extractive QA (a span head) becomes ``AutoModelForQuestionAnswering``;
+    classification (single texts or pairs), regression and multilabel tasks trained with ``classifier: native``
+    become ``AutoModelForSequenceClassification`` with ``problem_type`` ``single_label_classification``,
+    ``regression`` or ``multi_label_classification``. The exported logits equal the multi-task model's for the task
+    (checked here on a probe input; for extractive QA on the input's own tokens: mtl_hf's span head puts padding
+    positions at the lowest value, transformers' QA models do not). A sequence task with the linear head is refused
+    (``ExportError``, a ``ValueError``): it has no exact counterpart (see :func:`head_export`).
 
     ``tokenizer``: a tokenizer or the folder/hub id of one, saved with the model so that ``pipeline(...)`` works on
     the export; by default the one in the folder ``model`` was loaded from (an error says so if there is none).
@@ -120,7 +138,7 @@ def export_task(
     """
     directory = Path(directory)
     spec = exportable_spec(model.config, task)
-    export = HEAD_EXPORTS[spec.info.head]
+    export = head_export(model.config, spec)
     _check_directory(directory, overwrite)
     tokenizer = _resolve_tokenizer(model, tokenizer)
     _check_tokenizer(tokenizer, model)
@@ -146,16 +164,17 @@ def _check_directory(directory: Path, overwrite: bool) -> None:
 def _build(model: MultiTaskModel, spec: TaskSpec, export: HeadExport) -> PreTrainedModel:
     """The architecture's task model holding ``model``'s encoder and ``spec``'s head weights, checked to give the
     same logits."""
-    head = model.heads[spec.name]
-    head_state = head.state_dict()
-    if set(head_state) != HEAD_PARAMETERS:
+    head_state = model.heads[spec.name].state_dict()
+    expected = {f"{module}.{name}" for module in export.modules for name in ("weight", "bias")}
+    if set(head_state) != expected:
         raise ExportError(
             f"Task {spec.name!r} ({spec.type}) cannot be exported exactly: its head has the parameters "
-            f"{', '.join(sorted(head_state))}, the architecture's {export.auto_class.__name__} only one linear layer"
+            f"{', '.join(sorted(head_state))}, the architecture's {export.auto_class.__name__} "
+            f"{', '.join(sorted(expected))}"
         )
     encoder = model.encoder
     config = copy.deepcopy(encoder.config)
-    config.problem_type = None  # a token or span model has none; drop one the encoder's checkpoint may carry
+    config.problem_type = export.problem_type  # replaces one the encoder's checkpoint may carry
     if spec.info.has_labels:
         config.id2label, config.label2id = spec.id2label, spec.label2id
     else:
@@ -180,7 +199,9 @@ def _build(model: MultiTaskModel, spec: TaskSpec, export: HeadExport) -> PreTrai
     prefix = exported.base_model_prefix
     targets = exported.state_dict()
     sources = {f"{prefix}.{key}": value for key, value in encoder.state_dict().items()}
-    sources.update({f"{export.linear}.{key[len('classifier.'):]}": value for key, value in head_state.items()})
+    for key, value in head_state.items():  # after the encoder's: BERT's native dense layer replaces its pooler
+        module, name = key.rsplit(".", 1)
+        sources[f"{export.modules[module]}.{name}"] = value
     missing = sorted(set(targets) - set(sources))
     unused = sorted(
         key for key in set(sources) - set(targets)
@@ -314,7 +335,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = _ArgumentParser(
         prog="python -m mtl_hf.export",
         description="Export one task of an mtl_hf multi-task model as a plain transformers model (token "
-        "classification or question answering), loadable without mtl_hf or trust_remote_code.",
+        "classification, question answering, or sequence classification for tasks trained with `classifier: "
+        "native`), loadable without mtl_hf or trust_remote_code.",
     )
     parser.add_argument("model_dir", metavar="MODEL_DIR", help="the multi-task model (a folder or hub id)")
     parser.add_argument("task", metavar="TASK", help="the task to export")
@@ -345,5 +367,5 @@ def main(argv: list[str] | None = None) -> int:
     except ExportError as error:
         return refuse(_one_line(error))
     print(f"Exported task {spec.name!r} ({spec.type}) as {model.config.encoder.model_type} "
-          f"{HEAD_EXPORTS[spec.info.head].auto_class.__name__} to {path}")
+          f"{head_export(config, spec).auto_class.__name__} to {path}")
     return 0

@@ -67,7 +67,9 @@ class TaskType:
     cannot be a main metric, since ``combined_score`` is a mean of higher-is-better scores; ``pipeline_tag`` the
     Hub pipeline tag of the task in the model card; ``pipeline_options`` the keyword options its pipeline results
     take (``MultiTaskPipeline.__call__`` refuses any other); ``prediction_suffix`` the extension of its
-    ``predict_results_<task>`` file.
+    ``predict_results_<task>`` file; ``problem_type`` the ``problem_type`` of transformers' sequence classifiers
+    that computes this type's loss (``mtl_hf.export`` writes it into an exported model's config), ``None`` for types
+    without a sequence head.
     """
 
     name: ClassVar[str]
@@ -77,6 +79,7 @@ class TaskType:
     pipeline_tag: ClassVar[str] = "text-classification"
     pipeline_options: ClassVar[frozenset[str]] = frozenset()
     prediction_suffix: ClassVar[str] = ".txt"
+    problem_type: ClassVar[str | None] = None
 
     # ---- labels and data ------------------------------------------------------------------------------------------
 

@@ -23,6 +23,7 @@ class ClassificationTaskType(SequenceTaskType):
     with ``"windows": n`` for a text that needed several windows)."""
 
     name = "classification"
+    problem_type = "single_label_classification"
     metrics = ("accuracy", "macro_f1")
     default_main_metric = "accuracy"
 

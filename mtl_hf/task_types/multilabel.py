@@ -34,6 +34,7 @@ class MultiLabelTaskType(SequenceTaskType):
     each with ``"passed"``, with ``all_scores=True``)."""
 
     name = "multilabel"
+    problem_type = "multi_label_classification"
     metrics = ("micro_f1", "macro_f1", "subset_accuracy")
     default_main_metric = "micro_f1"
     pipeline_options = frozenset({"all_scores"})

@@ -26,6 +26,7 @@ class RegressionTaskType(SequenceTaskType):
     the pipeline ``{"score": float}`` (the mean over windows for a text that needed several, with ``"windows"``)."""
 
     name = "regression"
+    problem_type = "regression"
     metrics = ("pearson", "spearmanr", "mse")
     default_main_metric = "pearson"
     lower_is_better = frozenset({"mse"})
