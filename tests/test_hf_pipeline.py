@@ -111,3 +111,28 @@ def test_mixed_texts_and_pairs_in_groups(tmp_path: Path, tokenizer_dir: Path) ->
         assert close(pipe(inputs, tasks=["topic", "same"], batch_size=batch_size), expected)
     with pytest.raises(ValueError, match="no input of the request"):
         pipe(["only texts"], tasks=["topic", "same"])
+
+
+def test_questions_beside_texts_in_groups(tmp_path: Path, tokenizer_dir: Path) -> None:
+    """Extractive QA through transformers' pipeline: `{"question", "context"}` inputs (a context longer than one
+    window) get the QA task's answer with its character offsets, texts the text tasks', whatever the grouping."""
+    where = TaskSpec(name="where", type="extractive_qa", doc_stride=8)
+    tokenizer = transformers.AutoTokenizer.from_pretrained(tokenizer_dir)
+    torch.manual_seed(2)
+    config = MultiTaskConfig(encoder=tiny_encoder_config("bert", tokenizer.vocab_size), tasks=[TOPIC, where],
+                             max_seq_length=24)
+    MultiTaskModel(config).save_pretrained(tmp_path)
+    tokenizer.save_pretrained(tmp_path)
+    reference = MultiTaskPipeline.from_pretrained(str(tmp_path))
+    pipe = transformers.pipeline("multitask", model=str(tmp_path))
+    context = "the old team said that john lives in rome and mary lives in paris , far from the sea " * 3
+    inputs = [{"question": "where does john live ?", "context": context}, "the match was won",
+              {"question": "where does mary live ?", "context": "mary lives in paris ."}]
+    expected = reference(inputs)
+    assert set(expected[0]) == {"where"} and set(expected[1]) == {"topic"}
+    for item, result in zip(inputs[::2], expected[::2]):
+        answer = result["where"]
+        assert item["context"][answer["start"]:answer["end"]] == answer["answer"]
+    for batch_size in (1, 2, 3):
+        assert close(pipe(inputs, batch_size=batch_size), expected)
+    assert close(pipe(inputs[0]), expected[0])
