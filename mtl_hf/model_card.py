@@ -33,7 +33,7 @@ NOT_SCORES = ("_runtime", "_per_second", "_samples", "_preparation_time")
 HYPERPARAMETERS = (
     "learning_rate", "per_device_train_batch_size", "gradient_accumulation_steps", "num_train_epochs", "max_steps",
     "warmup_steps", "weight_decay", "lr_scheduler_type", "seed", "sampling_strategy", "sampling_temperature",
-    "task_weights", "bf16", "fp16",
+    "task_weights", "loss_balancing", "dwa_temperature", "bf16", "fp16",
 )
 SPLIT_FILES = (("train_file", "train"), ("validation_file", "validation"), ("test_file", "test"))
 RESULT_SPLITS = (("eval", "validation"), ("test", "test"))  # metric key prefix -> the split the model index names
@@ -363,6 +363,8 @@ def build_model_card(
     args = trainer.args
     hyper = {key: getattr(args, key) for key in HYPERPARAMETERS if getattr(args, key, None) not in (None, False, -1)}
     hyper = {key: getattr(value, "value", value) for key, value in hyper.items()}  # enums by their value
+    if hyper.get("loss_balancing") != "dwa":
+        hyper.pop("dwa_temperature", None)  # set on every run, meaningful for dwa only
     tasks = model.config.task_specs
     hub_id = getattr(trainer, "hub_model_id", None)
     return MultiTaskModelCardData(
@@ -400,11 +402,16 @@ def training_curves_figure(log_history: list[dict[str, Any]], tasks: list[TaskSp
     scores = {key.removeprefix("eval_"): series(key) for key in eval_keys}
     if not any(losses.values()) and not any(scores.values()):
         return None
-    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
-    for panel, curves, title, ylabel, hint in (
-        (left, losses, "Training loss per task", "loss", "lower --logging_steps"),
-        (right, scores, "Evaluation (main metric per task)", "score", "evaluate more often: --eval_strategy"),
-    ):
+    weights = {f"{task.name} weight": series(f"weight_{task.name}") for task in tasks}
+    # The effective loss weights get a panel where they changed (--loss_balancing uncertainty or dwa); static
+    # weights are the task weights, which the card lists.
+    changing = any(len({value for _, value in points}) > 1 for points in weights.values())
+    panels = [(losses, "Training loss per task", "loss", "lower --logging_steps"),
+              (scores, "Evaluation (main metric per task)", "score", "evaluate more often: --eval_strategy")]
+    if changing:
+        panels.insert(1, (weights, "Effective loss weight per task", "weight", "lower --logging_steps"))
+    fig, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels), 4))
+    for panel, (curves, title, ylabel, hint) in zip(axes, panels):
         for label, points in curves.items():
             if points:
                 panel.plot(*zip(*points), "o-", markersize=4, label=label)
@@ -421,8 +428,9 @@ def training_curves_figure(log_history: list[dict[str, Any]], tasks: list[TaskSp
 
 
 def plot_training_curves(log_history: list[dict[str, Any]], tasks: list[TaskSpec], path: str | Path) -> bool:
-    """Per-task training loss (left) and each task's main eval metric plus the combined score (right) over steps,
-    saved to `path`. Returns False (and writes nothing) when the history holds neither losses nor evaluations."""
+    """Per-task training loss (left), each task's effective loss weight where it changed (middle: `--loss_balancing
+    uncertainty` or `dwa`) and each task's main eval metric plus the combined score (right) over steps, saved to
+    `path`. Returns False (and writes nothing) when the history holds neither losses nor evaluations."""
     import matplotlib.pyplot as plt
 
     fig = training_curves_figure(log_history, tasks)

@@ -7,8 +7,10 @@ DeepSpeed through `accelerate`) is Trainer's own; this class only overrides the 
 
 from __future__ import annotations
 
+import json
 import logging
 import math
+import os
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -23,10 +25,11 @@ from torch import nn
 from torch.utils.data import ConcatDataset, DataLoader
 from tqdm.auto import tqdm
 from transformers import EvalPrediction, Trainer, TrainerCallback, TrainerControl, TrainerState, TrainingArguments
-from transformers.trainer_utils import seed_worker, speed_metrics
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, get_last_checkpoint, seed_worker, speed_metrics
 
 from .configuration_multitask import TaskSpec
 from .data import MultiTaskDataCollator
+from .loss_balancing import STATE_FILE, LossBalancer, build_balancer
 from .metrics import main_metric
 from .model_card import build_model_card, plot_training_curves
 from .modeling_multitask import task_loss
@@ -85,6 +88,19 @@ class _TaskLossTracker:
             tally[0, column] += loss.detach().to(torch.float64)
             tally[1, column] += 1
 
+    def epoch_tally(self, reduce: Callable[[torch.Tensor], torch.Tensor]) -> list[list[float]]:
+        """The epoch's tally so far, summed over processes (for a checkpoint)."""
+        if self.since_epoch is None:
+            return [[0.0] * len(self.task_names), [0.0] * len(self.task_names)]
+        return reduce(self.since_epoch.clone()).tolist()
+
+    def restore_epoch_tally(self, tally: list[list[float]], device: torch.device, keep: bool) -> None:
+        """Continue the epoch's tally from a checkpoint: ``keep`` on one process only, so that the sum over
+        processes at the epoch's end counts it once."""
+        self.since_log = torch.zeros(2, len(self.task_names), device=device, dtype=torch.float64)
+        self.since_epoch = (torch.tensor(tally, device=device, dtype=torch.float64) if keep
+                            else torch.zeros_like(self.since_log))
+
     def pop(self, which: str, reduce: Callable[[torch.Tensor], torch.Tensor]) -> dict[str, float]:
         """Means per task (summed over processes first, so every rank gets the same numbers); resets the tally."""
         tally = getattr(self, which)
@@ -117,6 +133,7 @@ class _MultiTaskCallback(TrainerCallback):
 
     def on_epoch_end(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs):
         losses = self.trainer._loss_tracker.pop("since_epoch", self.trainer._sum_over_processes)
+        self.trainer.loss_balancer.end_epoch(losses)
         line = f"Epoch {self.epoch + 1}/{state.num_train_epochs} - " + ", ".join(
             f"{task} loss: {value:.4f}" for task, value in losses.items()
         )
@@ -127,6 +144,18 @@ class _MultiTaskCallback(TrainerCallback):
             # tqdm.write prints above the progress bar instead of into its line (as Trainer's own log lines do).
             tqdm.write(line)
         logger.debug(line)
+
+    def on_pre_optimizer_step(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs):
+        # The balancer's parameters are not the model's, so DDP does not average their gradients: do it here, as it
+        # does for the model's (their sum over processes / the number of processes).
+        self.trainer._average_balancer_gradients()
+
+    def on_optimizer_step(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs):
+        # Trainer clears the model's gradients after each step (`model.zero_grad()`), not the balancer's.
+        self.trainer.loss_balancer.zero_grad(set_to_none=True)
+
+    def on_save(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs):
+        self.trainer._save_balancing_state(Path(args.output_dir) / f"{PREFIX_CHECKPOINT_DIR}-{state.global_step}")
 
 
 class MultiTaskTrainer(Trainer):
@@ -194,6 +223,10 @@ class MultiTaskTrainer(Trainer):
             self._check_task_name("task_weights", name)
             self.task_weights[name] = weight
         self._record_task_weights(config)
+        self.loss_balancer: LossBalancer = build_balancer(
+            getattr(self.args, "loss_balancing", "static"), self.task_specs, self.task_weights,
+            getattr(self.args, "dwa_temperature", 2.0),
+        )
         self._check_every_task_gets_batches()
         self._check_best_model_direction()
         self._warn_unsmoothed_tasks()
@@ -431,8 +464,69 @@ class MultiTaskTrainer(Trainer):
             )
         local_items = loss_fn.count(labels).clamp(min=1)
         self._loss_tracker.add(task, summed / local_items)
-        loss = summed * (self.task_weights[task] * num_items_in_batch.scale(task))
+        loss = summed * (self.loss_balancer.factor(task) * num_items_in_batch.scale(task))
+        regularizer = self.loss_balancer.regularizer(task)
+        if regularizer is not None:  # once per optimizer step and task, in shares of the window's batches
+            loss = loss + regularizer / num_items_in_batch.num_batches
         return (loss, outputs) if return_outputs else loss
+
+    # ---- loss balancing: its parameters in the optimizer, its state in checkpoints -----------------------------
+
+    def create_optimizer(self, model: nn.Module | None = None) -> torch.optim.Optimizer:
+        """Trainer's optimizer, plus the loss balancer's parameters (``uncertainty``'s log-variances) in a group of
+        their own without weight decay: a decay would pull every task's variance towards 1 whatever its loss."""
+        given = self.optimizer is not None
+        optimizer = super().create_optimizer(model)
+        balancing = [p for p in self.loss_balancer.parameters() if p.requires_grad]
+        if balancing:
+            if given:
+                raise ValueError(
+                    f"--loss_balancing {self.loss_balancer.strategy.value} learns parameters that the optimizer must "
+                    "train: let MultiTaskTrainer create the optimizer (do not pass `optimizers=`), or use "
+                    "`optimizer_cls_and_kwargs`"
+                )
+            optimizer.add_param_group({"params": balancing, "weight_decay": 0.0})
+        return optimizer
+
+    def _average_balancer_gradients(self) -> None:
+        if self.accelerator.num_processes == 1:
+            return
+        for parameter in self.loss_balancer.parameters():
+            if parameter.grad is not None:
+                parameter.grad.copy_(self._sum_over_processes(parameter.grad) / self.accelerator.num_processes)
+
+    def _save_balancing_state(self, checkpoint: Path) -> None:
+        """``loss_balancing.json`` in a checkpoint: the balancer's state and the epoch's loss tally so far (summed
+        over processes; every process takes part in the sum, the main one writes)."""
+        tally = self._loss_tracker.epoch_tally(self._sum_over_processes)
+        if self.is_world_process_zero() and checkpoint.is_dir():
+            state = {**self.loss_balancer.state(), "epoch_loss_tally": tally}
+            (checkpoint / STATE_FILE).write_text(json.dumps(state, indent=2) + "\n")
+
+    def _restore_balancing_state(self, checkpoint: str) -> None:
+        path = Path(checkpoint) / STATE_FILE
+        if not path.is_file():
+            if self.loss_balancer.strategy.value != "static":
+                raise ValueError(
+                    f"{checkpoint} has no {STATE_FILE}: it was saved without --loss_balancing "
+                    f"{self.loss_balancer.strategy.value} (or by an earlier mtl_hf); resume with the strategy it was "
+                    "trained with, or start afresh"
+                )
+            return
+        state = json.loads(path.read_text())
+        self.loss_balancer.load_state(state, str(path))
+        self._loss_tracker.restore_epoch_tally(state["epoch_loss_tally"], self.args.device,
+                                               keep=self.is_world_process_zero())
+
+    def train(self, resume_from_checkpoint: str | bool | None = None, *args: Any, **kwargs: Any) -> Any:
+        """Trainer's ``train``; a resumed run first takes the loss balancer's state from the checkpoint."""
+        self.loss_balancer.to(self.args.device)
+        checkpoint = resume_from_checkpoint
+        if isinstance(checkpoint, bool):
+            checkpoint = get_last_checkpoint(self.args.output_dir) if checkpoint else None
+        if checkpoint:
+            self._restore_balancing_state(os.fspath(checkpoint))
+        return super().train(resume_from_checkpoint, *args, **kwargs)
 
     def save_model(self, output_dir: str | None = None, _internal_call: bool = False) -> None:
         """Trainer's `save_model` (final model and every checkpoint), refusing weights that are no longer finite: a
@@ -452,6 +546,8 @@ class MultiTaskTrainer(Trainer):
         if "loss" in logs and "train_runtime" not in logs:
             for task, value in self._loss_tracker.pop("since_log", self._sum_over_processes).items():
                 logs[f"loss_{task}"] = round(value, 6)
+            for task, value in self.loss_balancer.effective_weights().items():
+                logs[f"weight_{task}"] = round(value, 6)
         super().log(logs, start_time)
 
     # ---- evaluation and prediction ------------------------------------------------------------------------

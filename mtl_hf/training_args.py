@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 import torch
 from transformers import TrainingArguments
 
+from .loss_balancing import LossBalancing
 from .sampler import SamplingStrategy
 
 logger = logging.getLogger(__name__)
@@ -29,6 +30,11 @@ class MultiTaskTrainingArguments(TrainingArguments):
         task_weights (`dict[str, float]` or `str`, *optional*):
             Loss weight per task, overriding the weights in the model config. From the command line as JSON
             (`'{"ner": 2.0}'`) or `ner=2.0,topic=1`.
+        loss_balancing (`LossBalancing` or `str`, defaults to `"static"`):
+            How the task losses are weighted: `static` (the task weights), `uncertainty` (learned log-variances,
+            Kendall et al. 2018) or `dwa` (dynamic weight average, Liu et al. 2019); see `mtl_hf.loss_balancing`.
+        dwa_temperature (`float`, defaults to 2.0):
+            T of `dwa`: larger values spread the weights less.
 
     `dataloader_pin_memory` is turned off on a machine without an accelerator (pinning only helps copies to one).
     `ddp_find_unused_parameters` defaults to `True`: in every step only one task's head gets gradients, which
@@ -51,6 +57,18 @@ class MultiTaskTrainingArguments(TrainingArguments):
     task_weights: dict | str | None = field(
         default=None,
         metadata={"help": "Loss weight per task, as JSON ('{\"ner\": 2}') or 'ner=2,topic=1'; overrides the model config."},
+    )
+
+    loss_balancing: LossBalancing | str = field(
+        default=LossBalancing.STATIC,
+        metadata={
+            "help": "How the task losses are weighted: static (the task weights), uncertainty (learned per-task "
+                    "log-variances, Kendall et al. 2018) or dwa (dynamic weight average, Liu et al. 2019).",
+            "choices": [s.value for s in LossBalancing],
+        },
+    )
+    dwa_temperature: float = field(
+        default=2.0, metadata={"help": "Temperature T of --loss_balancing dwa (2 in Liu et al.)."}
     )
 
     def __post_init__(self) -> None:
@@ -76,6 +94,9 @@ class MultiTaskTrainingArguments(TrainingArguments):
             # (train and each evaluation), so a CPU run would print the same warning again and again.
             self.dataloader_pin_memory = False
         self.sampling_strategy = SamplingStrategy(self.sampling_strategy)
+        self.loss_balancing = LossBalancing(self.loss_balancing)
+        if not (isinstance(self.dwa_temperature, (int, float)) and self.dwa_temperature > 0):  # NaN too
+            raise ValueError(f"dwa_temperature must be > 0, got {self.dwa_temperature}")
         if not self.sampling_temperature > 0:  # NaN too
             raise ValueError(f"sampling_temperature must be > 0, got {self.sampling_temperature}")
         if self.task_weights is not None:

@@ -4,7 +4,8 @@ Each rank writes what it saw: world size, the `(task, row ids)` of every batch i
 reached `training_step`), its final weights, its evaluation metrics and predictions, and whether `predict` over an
 odd-sized eval set equals a plain one-process pass of the same model. `python multiprocess_train.py OUT` trains the
 topic and NER tasks; `... OUT types` a pair classification, a regression and a multilabel task; `... OUT qa` an
-extractive QA task (contexts of several windows) and the topic task.
+extractive QA task (contexts of several windows) and the topic task; `... OUT uncertainty` the topic and NER tasks
+with `loss_balancing="uncertainty"` (the report adds the learned log-variances).
 """
 
 from __future__ import annotations
@@ -40,8 +41,8 @@ from mtl_hf.task_types import get_task_type
 
 
 def main(out_dir: Path, suite: str) -> None:
-    args = MultiTaskTrainingArguments(str(out_dir / "run"),
-                                      **(MULTIPROCESS_ARGS if suite == "topic_ner" else MULTIPROCESS_TYPES_ARGS))
+    settings = {"topic_ner": MULTIPROCESS_ARGS, "uncertainty": {**MULTIPROCESS_ARGS, "loss_balancing": "uncertainty"}}
+    args = MultiTaskTrainingArguments(str(out_dir / "run"), **settings.get(suite, MULTIPROCESS_TYPES_ARGS))
     rank = args.process_index
     tokenizer = make_tokenizer(out_dir / f"tokenizer{rank}")
     make_data = {"types": tokenized_types, "qa": tokenized_qa}.get(suite, tokenized)
@@ -74,6 +75,7 @@ def main(out_dir: Path, suite: str) -> None:
         "predictions_match_single_process": bool(match),
         "single_process_predictions": single,
         "metrics": metrics,
+        "log_variances": getattr(trainer.loss_balancer, "log_variances", torch.zeros(0)).detach().cpu().tolist(),
     }
     (out_dir / f"rank{rank}.json").write_text(json.dumps(report))
     torch.save({k: v.detach().clone() for k, v in model.state_dict().items()}, out_dir / f"weights{rank}.pt")

@@ -255,6 +255,24 @@ def test_training_curves_show_a_single_logged_point() -> None:
     plt.close(figure)
 
 
+def test_training_curves_plot_the_effective_weights_where_they_change() -> None:
+    """`--loss_balancing uncertainty`/`dwa` change the weights: a middle panel shows them; static weights (constant)
+    get none."""
+    import matplotlib.pyplot as plt
+
+    history = [{"loss": 1.3, "loss_topic": 1.1, "weight_topic": 1.0, "weight_ner": 1.0, "step": 1},
+               {"loss": 1.2, "loss_ner": 1.4, "weight_topic": 0.8, "weight_ner": 1.3, "step": 2}]
+    figure = training_curves_figure(history, [TOPIC, NER])
+    assert len(figure.axes) == 3 and figure.axes[1].get_title() == "Effective loss weight per task"
+    drawn = {line.get_label(): list(line.get_ydata()) for line in figure.axes[1].get_lines()}
+    assert drawn == {"topic weight": [1.0, 0.8], "ner weight": [1.0, 1.3]}
+    plt.close(figure)
+    static = [{**entry, "weight_topic": 1.0, "weight_ner": 2.0} for entry in history]
+    figure = training_curves_figure(static, [TOPIC, NER])
+    assert len(figure.axes) == 2
+    plt.close(figure)
+
+
 def save_model(path: Path, tokenizer_dir: Path, tasks: list[TaskSpec]) -> Path:
     import mtl_hf  # noqa: F401
 

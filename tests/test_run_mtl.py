@@ -55,7 +55,8 @@ def test_full_run_writes_model_metrics_predictions_card_and_curves(workspace: di
                   "--output_dir", str(out), "--do_train", "--do_eval", "--do_predict", "--num_train_epochs", "2",
                   "--per_device_train_batch_size", "4", "--learning_rate", "3e-3", "--eval_strategy", "epoch",
                   "--logging_steps", "2", "--max_seq_length", "32", "--max_predict_samples", "5",
-                  "--task_weights", '{"topic": 0.5}', "--report_to", "none", "--use_cpu"], cwd=workspace["root"])
+                  "--task_weights", '{"topic": 0.5}', "--loss_balancing", "uncertainty", "--report_to", "none",
+                  "--use_cpu"], cwd=workspace["root"])
     assert result.returncode == 0, result.stderr[-4000:]
     assert "Epoch 2/2 - topic loss: " in result.stdout
     # INFO on the main process by default, as run_ner.py: Trainer's own account of the run is visible.
@@ -108,6 +109,10 @@ def test_full_run_writes_model_metrics_predictions_card_and_curves(workspace: di
     assert ner_test_rows[0] == f"| ner | test | f1 | {all_results['test_ner_f1']:.4f} |"  # the main metric leads
     assert {row.split(" | ")[2] for row in ner_test_rows} >= {"precision", "recall", "token_accuracy", "loss"}
     assert "MultiTaskPipeline.from_pretrained" in card and "learning_rate: 0.003" in card
+    assert "loss_balancing: uncertainty" in card and "dwa_temperature" not in card
+    logged = [entry for entry in json.loads((out / "trainer_state.json").read_text())["log_history"]
+              if "weight_topic" in entry]
+    assert len(logged) > 2 and len({entry["weight_topic"] for entry in logged}) > 2  # learned, logged, changing
     assert (out / "training_curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
     # The saved folder is a first-class HF model: AutoModel after `import mtl_hf`.

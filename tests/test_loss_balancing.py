@@ -1,0 +1,197 @@
+"""`--loss_balancing`: the uncertainty and DWA factors against their formulas, one accumulated step against an
+independent reference, exact resume, the logged weights, and two processes against one."""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+from collections import Counter
+from pathlib import Path
+
+import pytest
+import torch
+
+from mtl_hf import MultiTaskTrainingArguments
+from mtl_hf.data import MultiTaskDataCollator
+from mtl_hf.loss_balancing import DynamicWeightAverage, LossBalancing, UncertaintyBalancer
+from tests.test_trainer import args, max_difference, params, run_two_processes
+from tests.trainer_fixtures import (
+    MOOD,
+    MULTIPROCESS_ARGS,
+    MULTIPROCESS_TRAIN_SEED,
+    MULTIPROCESS_TRAIN_SIZE,
+    NER,
+    TOPIC,
+    RecordingTrainer,
+    make_model,
+    make_tokenizer,
+    tokenized,
+)
+
+
+@pytest.fixture(scope="module")
+def tokenizer(tmp_path_factory: pytest.TempPathFactory):
+    return make_tokenizer(tmp_path_factory.mktemp("tok"))
+
+
+def test_uncertainty_has_kendalls_classification_and_regression_forms() -> None:
+    balancer = UncertaintyBalancer({"topic": TOPIC, "mood": MOOD}, {"topic": 2.0, "mood": 1.0})
+    with torch.no_grad():
+        balancer.log_variances.copy_(torch.tensor([0.5, -1.0]))
+    # classification: exp(-s) L + s/2; regression: exp(-s) L / 2 + s/2; times the task weight
+    assert balancer.factor("topic").item() == pytest.approx(2.0 * math.exp(-0.5))
+    assert balancer.factor("mood").item() == pytest.approx(0.5 * math.exp(1.0))
+    assert balancer.regularizer("topic").item() == pytest.approx(0.25)
+    assert balancer.effective_weights() == pytest.approx({"topic": 2.0 * math.exp(-0.5), "mood": 0.5 * math.e})
+    state = json.loads(json.dumps(balancer.state()))
+    other = UncertaintyBalancer({"topic": TOPIC, "mood": MOOD}, {"topic": 2.0, "mood": 1.0})
+    other.load_state(state, "checkpoint")
+    assert torch.equal(other.log_variances, balancer.log_variances)
+    with pytest.raises(ValueError, match="saved with --loss_balancing uncertainty, this run uses dwa"):
+        DynamicWeightAverage({"topic": TOPIC}, {"topic": 1.0}, 2.0).load_state(state, "checkpoint")
+
+
+def test_dwa_weights_follow_the_last_two_epochs_loss_ratios() -> None:
+    balancer = DynamicWeightAverage({"topic": TOPIC, "ner": NER}, {"topic": 1.0, "ner": 3.0}, temperature=2.0)
+    balancer.end_epoch({"topic": 1.0, "ner": 2.0})
+    assert balancer.effective_weights() == {"topic": 1.0, "ner": 3.0}  # one epoch: no ratio yet
+    balancer.end_epoch({"topic": 0.5, "ner": 1.8})  # topic fell to 0.5 of its loss, ner only to 0.9
+    topic, ner = math.exp(0.5 / 2), math.exp(0.9 / 2)
+    expected = {"topic": 2 * topic / (topic + ner), "ner": 3.0 * 2 * ner / (topic + ner)}
+    assert balancer.effective_weights() == pytest.approx(expected)
+    assert sum(balancer.lambdas.values()) == pytest.approx(2.0)  # K times a softmax
+    balancer.end_epoch({"topic": 0.5, "ner": 1.8})  # the oldest epoch drops out: equal rates, equal factors
+    assert balancer.lambdas == pytest.approx({"topic": 1.0, "ner": 1.0})
+
+
+def test_arguments_take_the_strategy_and_refuse_a_bad_temperature(tmp_path: Path) -> None:
+    assert MultiTaskTrainingArguments(str(tmp_path), loss_balancing="dwa").loss_balancing is LossBalancing.DWA
+    with pytest.raises(ValueError, match="softmax is not a valid LossBalancing"):
+        MultiTaskTrainingArguments(str(tmp_path), loss_balancing="softmax")
+    with pytest.raises(ValueError, match="dwa_temperature must be > 0, got 0"):
+        MultiTaskTrainingArguments(str(tmp_path), dwa_temperature=0)
+
+
+@pytest.mark.parametrize("accumulation", [3, 4])
+def test_an_uncertainty_window_is_one_step_on_the_balanced_task_means(accumulation: int, tokenizer,
+                                                                      tmp_path: Path) -> None:
+    """The accumulated update of a window mixing tasks is ONE step on
+
+        sum over tasks t of  (b_t / B) * (w_t exp(-s_t) * mean loss of t over the window + s_t / 2)
+
+    for the model's weights and the log-variances alike (computed here with plain torch)."""
+    data = tokenized(tokenizer, 4, seed=3)
+    weights = {"topic": 1.0, "ner": 2.5}
+    start = {"topic": 0.3, "ner": -0.4}
+    base = make_model(tokenizer.vocab_size)
+    trainer = RecordingTrainer(
+        model=copy.deepcopy(base),
+        args=args(tmp_path, per_device_train_batch_size=2, gradient_accumulation_steps=accumulation, max_steps=1,
+                  sampling_strategy="round_robin", task_weights=weights, optim="sgd", learning_rate=1.0,
+                  max_grad_norm=0.0, lr_scheduler_type="constant", loss_balancing="uncertainty", weight_decay=0.5),
+        train_dataset=data,
+        processing_class=tokenizer,
+    )
+    with torch.no_grad():
+        trainer.loss_balancer.log_variances.copy_(torch.tensor([start["topic"], start["ner"]]))
+    trainer.train()
+    window = trainer.trained
+    batches = Counter(task for task, _ in window)
+    rows = {task: [row for name, batch in window if name == task for row in batch] for task in weights}
+
+    reference = copy.deepcopy(base).train()
+    s = {task: torch.tensor(value, requires_grad=True) for task, value in start.items()}
+    collate = MultiTaskDataCollator(tokenizer)
+    loss = sum(
+        batches[task] / len(window) * (weights[task] * torch.exp(-s[task])
+                                       * reference(**collate([data[task][i] for i in task_rows])).loss + s[task] / 2)
+        for task, task_rows in rows.items()
+    )
+    loss.backward()
+    # Trainer's SGD decays the model's weights (0.5 here), never the log-variances.
+    optimizer = torch.optim.SGD([{"params": [p for n, p in reference.named_parameters()
+                                             if not n.endswith("bias") and "LayerNorm" not in n],
+                                  "weight_decay": 0.5},
+                                 {"params": [p for n, p in reference.named_parameters()
+                                             if n.endswith("bias") or "LayerNorm" in n], "weight_decay": 0.0},
+                                 {"params": list(s.values()), "weight_decay": 0.0}], lr=1.0)
+    optimizer.step()
+    learned = trainer.loss_balancer.log_variances.detach()
+    expected = torch.tensor([s["topic"].item(), s["ner"].item()])
+    assert (expected - torch.tensor([start["topic"], start["ner"]])).abs().min() > 1e-3  # s moved
+    torch.testing.assert_close(learned, expected, rtol=0, atol=1e-6)
+    assert max_difference(params(trainer.model), params(reference)) < 1e-6
+
+
+@pytest.mark.parametrize("strategy", ["uncertainty", "dwa"])
+def test_resume_with_a_balancer_reaches_the_same_weights(strategy: str, tokenizer, tmp_path: Path) -> None:
+    """10 steps of 2 + 2 batches per epoch, resumed at step 5 (inside epoch 2): the resumed run must reach the
+    straight run's model and balancer. DWA's factors from epoch 3 on depend on epoch 2's loss, half of it trained
+    before the checkpoint."""
+    data = tokenized(tokenizer, 8)
+    base = make_model(tokenizer.vocab_size, dropout=0.1)
+    common = dict(max_steps=10, save_strategy="steps", save_steps=5, learning_rate=5e-2, loss_balancing=strategy,
+                  logging_steps=1)
+
+    straight = RecordingTrainer(model=copy.deepcopy(base), args=args(tmp_path / "a", **common),
+                                train_dataset=data, processing_class=tokenizer)
+    straight.train()
+    checkpoint = tmp_path / "a" / "checkpoint-5"
+    saved = json.loads((checkpoint / "loss_balancing.json").read_text())
+    assert saved["strategy"] == strategy
+
+    resumed = RecordingTrainer(model=copy.deepcopy(base), args=args(tmp_path / "b", **common),
+                               train_dataset=data, processing_class=tokenizer)
+    resumed.train(resume_from_checkpoint=str(checkpoint))
+    assert resumed.seen_tasks == straight.seen_tasks[5:]
+    assert max_difference(params(straight.model), params(resumed.model)) < 1e-6
+    weights = [{k: v for k, v in entry.items() if k.startswith("weight_")} for entry in straight.state.log_history
+               if "loss" in entry]
+    resumed_weights = [{k: v for k, v in entry.items() if k.startswith("weight_")}
+                       for entry in resumed.state.log_history if "loss" in entry]
+    assert resumed_weights == weights  # the resumed history continues the checkpoint's
+    if strategy == "uncertainty":
+        moved = straight.loss_balancer.log_variances.detach()
+        assert moved.abs().min() > 1e-4  # learned away from 0
+        torch.testing.assert_close(resumed.loss_balancer.log_variances.detach(), moved, rtol=0, atol=1e-7)
+    else:
+        assert straight.loss_balancer.history == pytest.approx(resumed.loss_balancer.history)
+        assert weights[8] != {"weight_topic": 1.0, "weight_ner": 1.0}  # epoch 3 (steps 9, 10): DWA at work
+        assert weights[7] == {"weight_topic": 1.0, "weight_ner": 1.0}
+
+
+def test_resuming_with_another_strategy_is_refused(tokenizer, tmp_path: Path) -> None:
+    data = tokenized(tokenizer, 8)
+    common = dict(max_steps=4, save_strategy="steps", save_steps=2)
+    trained = RecordingTrainer(model=make_model(tokenizer.vocab_size), args=args(tmp_path / "a", **common),
+                               train_dataset=data, processing_class=tokenizer)
+    trained.train()
+    other = RecordingTrainer(model=make_model(tokenizer.vocab_size),
+                             args=args(tmp_path / "b", loss_balancing="uncertainty", **common),
+                             train_dataset=data, processing_class=tokenizer)
+    with pytest.raises(ValueError, match="saved with --loss_balancing static, this run uses uncertainty"):
+        other.train(resume_from_checkpoint=str(tmp_path / "a" / "checkpoint-2"))
+
+
+def test_two_processes_learn_the_log_variances_of_one_process_on_the_global_batch(tokenizer, tmp_path: Path) -> None:
+    """Both ranks end with the log-variances (and weights) of ONE process stepping on each global batch's balanced
+    loss: without averaging their gradients over the ranks, each rank would learn its own."""
+    reports = run_two_processes(tmp_path, "uncertainty", timeout=180)
+    assert reports[0]["log_variances"] == reports[1]["log_variances"]
+    trained = [report["trained"] for report in reports]
+    data = tokenized(tokenizer, MULTIPROCESS_TRAIN_SIZE, seed=MULTIPROCESS_TRAIN_SEED)
+    reference = make_model(tokenizer.vocab_size).train()
+    s = torch.zeros(2, requires_grad=True)
+    optimizer = torch.optim.SGD([*reference.parameters(), s], lr=MULTIPROCESS_ARGS["learning_rate"])
+    collate = MultiTaskDataCollator(tokenizer)
+    for (task, rows_0), (_, rows_1) in zip(*trained):
+        optimizer.zero_grad(set_to_none=True)
+        index = ["topic", "ner"].index(task)
+        loss = reference(**collate([data[task][i] for i in rows_0 + rows_1])).loss
+        (torch.exp(-s[index]) * loss + s[index] / 2).backward()
+        optimizer.step()
+    torch.testing.assert_close(torch.tensor(reports[0]["log_variances"]), s.detach(), rtol=0, atol=1e-6)
+    assert s.detach().abs().min() > 1e-3
+    weights = torch.load(tmp_path / "weights0.pt")
+    assert max_difference(weights, reference.state_dict()) < 1e-5
