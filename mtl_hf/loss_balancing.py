@@ -10,7 +10,7 @@ asks for the factor of a task's normalised loss (and, for ``uncertainty``, a ter
   classification-like losses (cross-entropy, BCE, span) and ``exp(-s_t) * L_t / 2 + s_t / 2`` for regression (MSE),
   the paper's two forms (with ``s = log σ²``). A task with a noisy, large loss learns a large ``s_t`` and a small
   factor. The log-variances live in the trainer, not the model: inference does not need them; checkpoints keep them
-  (``loss_balancing.json``) so that a resumed run continues exactly.
+  (``multitask_state.json``) so that a resumed run continues exactly.
 * ``dwa``, dynamic weight average (Liu, Johns & Davison, 2019): from the third epoch on, task ``t`` gets the factor
   ``K * exp(r_t / T) / sum_i exp(r_i / T)`` with ``r_t = L_t(e-1) / L_t(e-2)`` the ratio of its mean training losses
   over the last two epochs (``K`` tasks, temperature ``T``, ``--dwa_temperature``, 2 in the paper); a task whose
@@ -31,8 +31,6 @@ from torch import nn
 from transformers.utils import ExplicitEnum
 
 from .configuration_multitask import TaskSpec
-
-STATE_FILE = "loss_balancing.json"  # in each checkpoint folder
 
 
 class LossBalancing(ExplicitEnum):

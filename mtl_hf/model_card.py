@@ -27,6 +27,7 @@ from huggingface_hub.repocard_data import eval_results_to_model_index
 
 from .configuration_multitask import TaskSpec
 from .metrics import main_metric
+from .task_selection import read_best
 from .task_types import get_task_type
 
 NOT_SCORES = ("_runtime", "_per_second", "_samples", "_preparation_time")
@@ -112,6 +113,7 @@ class MultiTaskModelCardData:
     language: list[str] = field(default_factory=list)
     tags: list[str] = field(default_factory=list)
     datasets: list[str] = field(default_factory=list)
+    best_per_task: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     @property
     def base_model_is_on_hub(self) -> bool:
@@ -203,6 +205,24 @@ class MultiTaskModelCardData:
             if f"{split}_combined_score" in self.metrics:
                 rows.append(f"| all | {split} | combined_score | {self.metrics[f'{split}_combined_score']:.4f} |")
         return "\n".join(rows) if len(rows) > 2 else "No evaluation was run."
+
+    def _best_table(self) -> str:
+        """Each task's best evaluation (``--save_best_per_task``) next to the final model's value."""
+        if not self.best_per_task:
+            return ""
+        rows = ["## Best state per task", "",
+                "Each task's state at its best evaluation, kept in `best/<task>/` (`--save_best_per_task`): a plain "
+                "transformers model of that task where it exports exactly, else the multi-task model at that step.",
+                "", "| task | metric | best | at step | final model | saved as |", "|---|---|---|---|---|---|"]
+        for task in self.tasks:
+            best = self.best_per_task.get(task.name)
+            if best is None:
+                continue
+            final = self.metrics.get(f"eval_{task.name}_{best['metric']}")
+            kind = "transformers model" if best["format"] == "transformers" else "multi-task model"
+            rows.append(f"| {task.name} | {best['metric']} | {best['value']:.4f} | {best['step']} | "
+                        f"{'n/a' if final is None else f'{final:.4f}'} | `best/{task.name}` ({kind}) |")
+        return "\n".join(rows) + "\n"
 
     def _usage(self) -> str:
         kinds = {task.name: get_task_type(task).pipeline_input(task) for task in self.tasks}
@@ -321,7 +341,7 @@ Main metric per task (the first row of each task and split below):
 `combined_score` is the mean of the main metrics.
 
 {self._metrics_table()}
-{curves}
+{self._best_table()}{curves}
 {self._usage()}
 ## Training
 
@@ -381,6 +401,7 @@ def build_model_card(
         language=[language] if isinstance(language, str) else list(language or []),
         tags=[tags] if isinstance(tags, str) else list(tags or []),
         datasets=[datasets] if isinstance(datasets, str) else list(datasets or []),
+        best_per_task=read_best(output_dir),
     )
 
 

@@ -29,14 +29,19 @@ from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, get_last_checkpoin
 
 from .configuration_multitask import TaskSpec
 from .data import MultiTaskDataCollator
-from .loss_balancing import STATE_FILE, LossBalancer, build_balancer
+from .loss_balancing import LossBalancer, build_balancer
 from .metrics import main_metric
 from .model_card import build_model_card, plot_training_curves
 from .modeling_multitask import task_loss
 from .sampler import MultiTaskBatchSampler, SamplingStrategy
+from .task_selection import TaskSelection, save_best
 from .task_types import get_task_type
 
 logger = logging.getLogger(__name__)
+
+# In each checkpoint folder: what a resumed run needs beyond Trainer's own state (the loss balancer, the epoch's loss
+# tally so far, each task's best evaluation).
+STATE_FILE = "multitask_state.json"
 
 
 @dataclass
@@ -155,7 +160,12 @@ class _MultiTaskCallback(TrainerCallback):
         self.trainer.loss_balancer.zero_grad(set_to_none=True)
 
     def on_save(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs):
-        self.trainer._save_balancing_state(Path(args.output_dir) / f"{PREFIX_CHECKPOINT_DIR}-{state.global_step}")
+        self.trainer._save_multitask_state(Path(args.output_dir) / f"{PREFIX_CHECKPOINT_DIR}-{state.global_step}")
+
+    def on_evaluate(self, args: TrainingArguments, state: TrainerState, control: TrainerControl,
+                    metrics: dict[str, float] | None = None, **kwargs):
+        if getattr(args, "save_best_per_task", False) and metrics:
+            self.trainer._keep_best_per_task(metrics)
 
 
 class MultiTaskTrainer(Trainer):
@@ -227,6 +237,10 @@ class MultiTaskTrainer(Trainer):
             getattr(self.args, "loss_balancing", "static"), self.task_specs, self.task_weights,
             getattr(self.args, "dwa_temperature", 2.0),
         )
+        self.task_selection = TaskSelection(self.task_specs)
+        if getattr(self.args, "save_best_per_task", False) and self.args.eval_strategy == "no":
+            raise ValueError("--save_best_per_task keeps each task's state at its best evaluation: set --eval_strategy "
+                             "steps or epoch (and give evaluation data)")
         self._check_every_task_gets_batches()
         self._check_best_model_direction()
         self._warn_unsmoothed_tasks()
@@ -495,15 +509,16 @@ class MultiTaskTrainer(Trainer):
             if parameter.grad is not None:
                 parameter.grad.copy_(self._sum_over_processes(parameter.grad) / self.accelerator.num_processes)
 
-    def _save_balancing_state(self, checkpoint: Path) -> None:
-        """``loss_balancing.json`` in a checkpoint: the balancer's state and the epoch's loss tally so far (summed
-        over processes; every process takes part in the sum, the main one writes)."""
+    def _save_multitask_state(self, checkpoint: Path) -> None:
+        """``multitask_state.json`` in a checkpoint: the loss balancer's state, the epoch's loss tally so far (summed
+        over processes; every process takes part in the sum, the main one writes) and each task's best evaluation."""
         tally = self._loss_tracker.epoch_tally(self._sum_over_processes)
         if self.is_world_process_zero() and checkpoint.is_dir():
-            state = {**self.loss_balancer.state(), "epoch_loss_tally": tally}
+            state = {"loss_balancing": self.loss_balancer.state(), "epoch_loss_tally": tally,
+                     "task_selection": self.task_selection.state()}
             (checkpoint / STATE_FILE).write_text(json.dumps(state, indent=2) + "\n")
 
-    def _restore_balancing_state(self, checkpoint: str) -> None:
+    def _restore_multitask_state(self, checkpoint: str) -> None:
         path = Path(checkpoint) / STATE_FILE
         if not path.is_file():
             if self.loss_balancer.strategy.value != "static":
@@ -514,18 +529,30 @@ class MultiTaskTrainer(Trainer):
                 )
             return
         state = json.loads(path.read_text())
-        self.loss_balancer.load_state(state, str(path))
+        self.loss_balancer.load_state(state["loss_balancing"], str(path))
         self._loss_tracker.restore_epoch_tally(state["epoch_loss_tally"], self.args.device,
                                                keep=self.is_world_process_zero())
+        self.task_selection.load_state(state.get("task_selection", {}))
+
+    def _keep_best_per_task(self, metrics: dict[str, float]) -> None:
+        """After an evaluation: every task whose main metric improved gets its state saved (``mtl_hf.task_selection``);
+        every process records the same bests, the main one writes."""
+        improved = self.task_selection.improved(metrics, self.state.global_step)
+        if improved and self.is_world_process_zero():
+            model = self.accelerator.unwrap_model(self.model)
+            for task in improved:
+                save_best(model, task, self.task_selection.best[task], Path(self.args.output_dir),
+                          self.processing_class)
 
     def train(self, resume_from_checkpoint: str | bool | None = None, *args: Any, **kwargs: Any) -> Any:
-        """Trainer's ``train``; a resumed run first takes the loss balancer's state from the checkpoint."""
+        """Trainer's ``train``; a resumed run first takes mtl_hf's own state from the checkpoint (the loss balancer,
+        the epoch's losses so far, each task's best evaluation)."""
         self.loss_balancer.to(self.args.device)
         checkpoint = resume_from_checkpoint
         if isinstance(checkpoint, bool):
             checkpoint = get_last_checkpoint(self.args.output_dir) if checkpoint else None
         if checkpoint:
-            self._restore_balancing_state(os.fspath(checkpoint))
+            self._restore_multitask_state(os.fspath(checkpoint))
         return super().train(resume_from_checkpoint, *args, **kwargs)
 
     def save_model(self, output_dir: str | None = None, _internal_call: bool = False) -> None:

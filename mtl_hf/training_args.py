@@ -35,6 +35,8 @@ class MultiTaskTrainingArguments(TrainingArguments):
             Kendall et al. 2018) or `dwa` (dynamic weight average, Liu et al. 2019); see `mtl_hf.loss_balancing`.
         dwa_temperature (`float`, defaults to 2.0):
             T of `dwa`: larger values spread the weights less.
+        save_best_per_task (`bool`, defaults to `False`):
+            Keep every task's state at its best evaluation in `output_dir/best/<task>/` (see `mtl_hf.task_selection`).
 
     `dataloader_pin_memory` is turned off on a machine without an accelerator (pinning only helps copies to one).
     `ddp_find_unused_parameters` defaults to `True`: in every step only one task's head gets gradients, which
@@ -69,6 +71,13 @@ class MultiTaskTrainingArguments(TrainingArguments):
     )
     dwa_temperature: float = field(
         default=2.0, metadata={"help": "Temperature T of --loss_balancing dwa (2 in Liu et al.)."}
+    )
+
+    save_best_per_task: bool = field(
+        default=False,
+        metadata={"help": "Whenever a task's main metric improves at an evaluation, keep that task's state in "
+                          "output_dir/best/<task>/ (a plain transformers model where the task exports, else the "
+                          "multi-task model) with best_metric.json."},
     )
 
     def __post_init__(self) -> None:

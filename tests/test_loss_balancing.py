@@ -138,8 +138,8 @@ def test_resume_with_a_balancer_reaches_the_same_weights(strategy: str, tokenize
                                 train_dataset=data, processing_class=tokenizer)
     straight.train()
     checkpoint = tmp_path / "a" / "checkpoint-5"
-    saved = json.loads((checkpoint / "loss_balancing.json").read_text())
-    assert saved["strategy"] == strategy
+    saved = json.loads((checkpoint / "multitask_state.json").read_text())
+    assert saved["loss_balancing"]["strategy"] == strategy
 
     resumed = RecordingTrainer(model=copy.deepcopy(base), args=args(tmp_path / "b", **common),
                                train_dataset=data, processing_class=tokenizer)
