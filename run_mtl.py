@@ -71,6 +71,7 @@ from mtl_hf.configuration_multitask import MODEL_FIELDS, MultiTaskConfig
 from mtl_hf.data import load_and_preprocess, load_task_file, load_tokenizer, task_file_card, task_file_entries
 from mtl_hf.metrics import metric_names
 from mtl_hf.modeling_multitask import native_classifier
+from mtl_hf.task_selection import BEST_DIR
 from mtl_hf.task_types import get_task_type
 from mtl_hf.tokenization import max_input_length
 
@@ -701,6 +702,7 @@ def earlier_run(output_dir: Path) -> list[Path]:
         return []
     found = checkpoint_folders(output_dir)
     found += [output_dir / name for name in RESULT_FILES if (output_dir / name).is_file()]
+    found += [output_dir / BEST_DIR] if (output_dir / BEST_DIR).is_dir() else []  # --save_best_per_task's
     return found + sorted([*output_dir.glob("predict_results_*.txt"), *output_dir.glob("predict_results_*.json")])
 
 

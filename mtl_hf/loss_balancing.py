@@ -86,12 +86,14 @@ class UncertaintyBalancer(LossBalancer):
 
     def __init__(self, specs: dict[str, TaskSpec], weights: dict[str, float]) -> None:
         super().__init__(specs, weights)
-        self.log_variances = nn.Parameter(torch.zeros(len(self.tasks)))
+        # One parameter per task, not one vector: a step trains one task, and the others' entries must get no
+        # gradient at all (rather than a zero one, which AdamW would still move them by, on their old momentum).
+        self.log_variances = nn.ParameterDict({task: nn.Parameter(torch.zeros(())) for task in self.tasks})
         # Regression's form halves the precision term (1 / 2σ²); the classification form does not (1 / σ²).
         self.halved = {task: spec.info.loss == "mse" for task, spec in specs.items()}
 
     def _s(self, task: str) -> torch.Tensor:
-        return self.log_variances[self.tasks.index(task)]
+        return self.log_variances[task]
 
     def factor(self, task: str) -> torch.Tensor:
         return self.weights[task] * torch.exp(-self._s(task)) * (0.5 if self.halved[task] else 1.0)
@@ -100,8 +102,8 @@ class UncertaintyBalancer(LossBalancer):
         return self._s(task) / 2
 
     def state(self) -> dict[str, Any]:
-        values = self.log_variances.detach().cpu().tolist()  # float32 -> Python float is exact, and back
-        return {**super().state(), "log_variances": dict(zip(self.tasks, values))}
+        # float32 -> Python float is exact, and back
+        return {**super().state(), "log_variances": {task: self._s(task).item() for task in self.tasks}}
 
     def load_state(self, state: dict[str, Any], where: str) -> None:
         super().load_state(state, where)
@@ -110,7 +112,8 @@ class UncertaintyBalancer(LossBalancer):
             raise ValueError(f"{where} holds log-variances of the tasks {', '.join(saved)}, this run trains "
                              f"{', '.join(self.tasks)}")
         with torch.no_grad():
-            self.log_variances.copy_(torch.tensor([saved[task] for task in self.tasks]))
+            for task in self.tasks:
+                self._s(task).fill_(saved[task])
 
 
 class DynamicWeightAverage(LossBalancer):

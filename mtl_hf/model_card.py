@@ -401,7 +401,7 @@ def build_model_card(
         language=[language] if isinstance(language, str) else list(language or []),
         tags=[tags] if isinstance(tags, str) else list(tags or []),
         datasets=[datasets] if isinstance(datasets, str) else list(datasets or []),
-        best_per_task=read_best(output_dir),
+        best_per_task=read_best(output_dir) if getattr(args, "save_best_per_task", False) else {},
     )
 
 

@@ -65,13 +65,23 @@ def save_best(model: Any, task: str, record: dict[str, Any], output_dir: Path, t
     from .export import ExportError, export_task, exportable_spec
 
     folder = output_dir / BEST_DIR / task
+    kind = "multitask"
     try:
-        exportable_spec(model.config, task)
-        if tokenizer is None:
-            raise ExportError("no tokenizer")
-        export_task(model, task, folder, tokenizer=tokenizer, overwrite=True)
-        kind = "transformers"
+        exportable_spec(model.config, task)  # refuses by design (a linear sequence head): the multi-task model
     except ExportError:
+        exportable = False
+    else:
+        exportable = True
+    if exportable and tokenizer is None:
+        logger.warning("task %r: kept as the whole multi-task model: the trainer has no tokenizer to export it with",
+                       task)
+    elif exportable:
+        try:
+            export_task(model, task, folder, tokenizer=tokenizer, overwrite=True)
+            kind = "transformers"
+        except ExportError as error:
+            logger.warning("task %r: kept as the whole multi-task model, since its export failed: %s", task, error)
+    if kind == "multitask":
         staging = folder.with_name(f".{task}.saving")
         shutil.rmtree(staging, ignore_errors=True)
         model.save_pretrained(staging)
@@ -79,7 +89,6 @@ def save_best(model: Any, task: str, record: dict[str, Any], output_dir: Path, t
             tokenizer.save_pretrained(staging)
         shutil.rmtree(folder, ignore_errors=True)
         staging.rename(folder)
-        kind = "multitask"
     (folder / BEST_METRIC_FILE).write_text(json.dumps({"task": task, **record, "format": kind}, indent=2) + "\n")
     logger.info("task %r: %s %.4f at step %d is its best so far; saved to %s", task, record["metric"],
                 record["value"], record["step"], folder)

@@ -160,11 +160,16 @@ class _MultiTaskCallback(TrainerCallback):
         self.trainer.loss_balancer.zero_grad(set_to_none=True)
 
     def on_save(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs):
-        self.trainer._save_multitask_state(Path(args.output_dir) / f"{PREFIX_CHECKPOINT_DIR}-{state.global_step}")
+        # A checkpoint at an epoch's last step is saved before the epoch ends (`on_epoch_end` comes after it), and a run
+        # resumed from it starts the next epoch: it must end the finished one itself.
+        complete = bool(state.epoch) and abs(state.epoch - round(state.epoch)) < 1e-9
+        self.trainer._save_multitask_state(Path(args.output_dir) / f"{PREFIX_CHECKPOINT_DIR}-{state.global_step}",
+                                           epoch_complete=complete)
 
     def on_evaluate(self, args: TrainingArguments, state: TrainerState, control: TrainerControl,
                     metrics: dict[str, float] | None = None, **kwargs):
-        if getattr(args, "save_best_per_task", False) and metrics:
+        # Only the evaluations of training select: one the user runs afterwards (on whatever data) does not.
+        if getattr(args, "save_best_per_task", False) and metrics and self.trainer.is_in_train:
             self.trainer._keep_best_per_task(metrics)
 
 
@@ -233,11 +238,8 @@ class MultiTaskTrainer(Trainer):
             self._check_task_name("task_weights", name)
             self.task_weights[name] = weight
         self._record_task_weights(config)
-        self.loss_balancer: LossBalancer = build_balancer(
-            getattr(self.args, "loss_balancing", "static"), self.task_specs, self.task_weights,
-            getattr(self.args, "dwa_temperature", 2.0),
-        )
-        self.task_selection = TaskSelection(self.task_specs)
+        self._start_training_state()
+        self._refuse_under_sharding()
         if getattr(self.args, "save_best_per_task", False) and self.args.eval_strategy == "no":
             raise ValueError("--save_best_per_task keeps each task's state at its best evaluation: set --eval_strategy "
                              "steps or epoch (and give evaluation data)")
@@ -247,7 +249,6 @@ class MultiTaskTrainer(Trainer):
         self._current_task: str | None = None
         self._current_dataset: Any = None
         self._train_batch_sampler: MultiTaskBatchSampler | None = None
-        self._loss_tracker = _TaskLossTracker(list(self.task_specs))
         self.add_callback(_MultiTaskCallback(self))
 
     def _record_task_weights(self, config: Any) -> None:
@@ -259,7 +260,31 @@ class MultiTaskTrainer(Trainer):
         model = super().call_model_init(trial)
         if hasattr(self, "task_weights"):  # not yet during Trainer.__init__, which __init__ above covers
             self._record_task_weights(model.config)
+            self._start_training_state()  # a fresh model (a new trial) starts with a fresh balancer and bests
         return model
+
+    def _refuse_under_sharding(self) -> None:
+        """DeepSpeed builds its optimizer from the model's parameters only (the balancer's would never train) and
+        steps inside `backward`; FSDP and ZeRO-3 shard the weights that `--save_best_per_task` saves from the main
+        process alone: both are refused rather than silently wrong."""
+        sharded = "DeepSpeed" if self.is_deepspeed_enabled else "FSDP" if self.is_fsdp_enabled else None
+        if sharded is None:
+            return
+        if self.loss_balancer.strategy.value != "static":
+            raise ValueError(f"--loss_balancing {self.loss_balancer.strategy.value} is not supported with {sharded}: "
+                             "use --loss_balancing static")
+        if getattr(self.args, "save_best_per_task", False):
+            raise ValueError(f"--save_best_per_task is not supported with {sharded}")
+
+    def _start_training_state(self) -> None:
+        """mtl_hf's own training state, from the arguments: the loss balancer, each task's best evaluation, the
+        running task losses."""
+        self.loss_balancer: LossBalancer = build_balancer(
+            getattr(self.args, "loss_balancing", "static"), self.task_specs, self.task_weights,
+            getattr(self.args, "dwa_temperature", 2.0),
+        )
+        self.task_selection = TaskSelection(self.task_specs)
+        self._loss_tracker = _TaskLossTracker(list(self.task_specs))
 
     def _refuse_unsupported_arguments(self) -> None:
         """Refuse, at construction, the `TrainingArguments` that cannot apply to task-routed training, instead of
@@ -492,7 +517,8 @@ class MultiTaskTrainer(Trainer):
         given = self.optimizer is not None
         optimizer = super().create_optimizer(model)
         balancing = [p for p in self.loss_balancer.parameters() if p.requires_grad]
-        if balancing:
+        held = {id(p) for group in optimizer.param_groups for p in group["params"]}
+        if balancing and not all(id(p) in held for p in balancing):  # a second train() reuses the optimizer
             if given:
                 raise ValueError(
                     f"--loss_balancing {self.loss_balancer.strategy.value} learns parameters that the optimizer must "
@@ -509,13 +535,14 @@ class MultiTaskTrainer(Trainer):
             if parameter.grad is not None:
                 parameter.grad.copy_(self._sum_over_processes(parameter.grad) / self.accelerator.num_processes)
 
-    def _save_multitask_state(self, checkpoint: Path) -> None:
+    def _save_multitask_state(self, checkpoint: Path, epoch_complete: bool = False) -> None:
         """``multitask_state.json`` in a checkpoint: the loss balancer's state, the epoch's loss tally so far (summed
-        over processes; every process takes part in the sum, the main one writes) and each task's best evaluation."""
+        over processes; every process takes part in the sum, the main one writes), whether that epoch is complete,
+        and each task's best evaluation."""
         tally = self._loss_tracker.epoch_tally(self._sum_over_processes)
-        if self.is_world_process_zero() and checkpoint.is_dir():
+        if self.args.should_save and checkpoint.is_dir():
             state = {"loss_balancing": self.loss_balancer.state(), "epoch_loss_tally": tally,
-                     "task_selection": self.task_selection.state()}
+                     "epoch_complete": epoch_complete, "task_selection": self.task_selection.state()}
             (checkpoint / STATE_FILE).write_text(json.dumps(state, indent=2) + "\n")
 
     def _restore_multitask_state(self, checkpoint: str) -> None:
@@ -530,8 +557,13 @@ class MultiTaskTrainer(Trainer):
             return
         state = json.loads(path.read_text())
         self.loss_balancer.load_state(state["loss_balancing"], str(path))
-        self._loss_tracker.restore_epoch_tally(state["epoch_loss_tally"], self.args.device,
-                                               keep=self.is_world_process_zero())
+        tally = state["epoch_loss_tally"]
+        if state.get("epoch_complete"):
+            # The checkpoint's epoch had ended but not yet been closed: close it (its tally is complete and global).
+            self.loss_balancer.end_epoch({task: total / count for task, total, count in
+                                          zip(self.task_specs, *tally) if count > 0})
+            tally = [[0.0] * len(self.task_specs), [0.0] * len(self.task_specs)]
+        self._loss_tracker.restore_epoch_tally(tally, self.args.device, keep=self.is_world_process_zero())
         self.task_selection.load_state(state.get("task_selection", {}))
 
     def _keep_best_per_task(self, metrics: dict[str, float]) -> None:
@@ -601,7 +633,9 @@ class MultiTaskTrainer(Trainer):
         """`<prefix>_combined_score`: the mean of the tasks' main metrics (`mtl_hf.metrics.main_metric`); and
         `<prefix>_loss`: the tasks' losses averaged with the task weights used in training (a plain mean when all
         weights are equal), so that `load_best_model_at_end` and `ReduceLROnPlateau` work without
-        `metric_for_best_model`, on the objective that training minimises."""
+        `metric_for_best_model`, on the objective that static loss balancing minimises (with `uncertainty` or `dwa`
+        the training loss weighs the tasks otherwise; `eval_loss` keeps the task weights, comparable across
+        strategies)."""
         scores = [
             metrics[key]
             for name, spec in self.task_specs.items()

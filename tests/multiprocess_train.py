@@ -75,7 +75,7 @@ def main(out_dir: Path, suite: str) -> None:
         "predictions_match_single_process": bool(match),
         "single_process_predictions": single,
         "metrics": metrics,
-        "log_variances": getattr(trainer.loss_balancer, "log_variances", torch.zeros(0)).detach().cpu().tolist(),
+        "log_variances": trainer.loss_balancer.state().get("log_variances"),  # {task: value}
     }
     (out_dir / f"rank{rank}.json").write_text(json.dumps(report))
     torch.save({k: v.detach().clone() for k, v in model.state_dict().items()}, out_dir / f"weights{rank}.pt")

@@ -367,3 +367,16 @@ def test_the_model_exports_its_own_task(bert_tokenizer, tmp_path: Path) -> None:
     out = model.export_task("ner", tmp_path / "ner", tokenizer=bert_tokenizer)
     assert out == tmp_path / "ner"
     assert json.loads((out / "config.json").read_text())["architectures"] == ["BertForTokenClassification"]
+
+
+def test_a_model_trained_in_mixed_precision_exports_and_the_random_stream_is_untouched(bert_tokenizer,
+                                                                                      tmp_path: Path) -> None:
+    """accelerate leaves an autocast wrapper on the instance `forward` of a model trained with --bf16: the export
+    compares against the model's own float32 computation. Building the task model draws no random numbers that a
+    training run would miss."""
+    model = make_model("bert", bert_tokenizer, specs=(NER, *NATIVE))
+    model.forward = torch.autocast("cpu", dtype=torch.bfloat16)(model.forward)  # as accelerate's mixed precision
+    state = torch.get_rng_state()
+    for task in ("ner", "topic"):
+        export_task(model, task, tmp_path / task, tokenizer=bert_tokenizer)
+    assert torch.equal(torch.get_rng_state(), state)

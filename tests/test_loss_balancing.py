@@ -30,6 +30,16 @@ from tests.trainer_fixtures import (
 )
 
 
+def set_log_variances(balancer: UncertaintyBalancer, values: dict[str, float]) -> None:
+    with torch.no_grad():
+        for task, value in values.items():
+            balancer.log_variances[task].fill_(value)
+
+
+def log_variances(balancer: UncertaintyBalancer) -> list[float]:
+    return [balancer.log_variances[task].item() for task in balancer.tasks]
+
+
 @pytest.fixture(scope="module")
 def tokenizer(tmp_path_factory: pytest.TempPathFactory):
     return make_tokenizer(tmp_path_factory.mktemp("tok"))
@@ -37,8 +47,7 @@ def tokenizer(tmp_path_factory: pytest.TempPathFactory):
 
 def test_uncertainty_has_kendalls_classification_and_regression_forms() -> None:
     balancer = UncertaintyBalancer({"topic": TOPIC, "mood": MOOD}, {"topic": 2.0, "mood": 1.0})
-    with torch.no_grad():
-        balancer.log_variances.copy_(torch.tensor([0.5, -1.0]))
+    set_log_variances(balancer, {"topic": 0.5, "mood": -1.0})
     # classification: exp(-s) L + s/2; regression: exp(-s) L / 2 + s/2; times the task weight
     assert balancer.factor("topic").item() == pytest.approx(2.0 * math.exp(-0.5))
     assert balancer.factor("mood").item() == pytest.approx(0.5 * math.exp(1.0))
@@ -47,7 +56,7 @@ def test_uncertainty_has_kendalls_classification_and_regression_forms() -> None:
     state = json.loads(json.dumps(balancer.state()))
     other = UncertaintyBalancer({"topic": TOPIC, "mood": MOOD}, {"topic": 2.0, "mood": 1.0})
     other.load_state(state, "checkpoint")
-    assert torch.equal(other.log_variances, balancer.log_variances)
+    assert log_variances(other) == log_variances(balancer) == pytest.approx([0.5, -1.0])
     with pytest.raises(ValueError, match="saved with --loss_balancing uncertainty, this run uses dwa"):
         DynamicWeightAverage({"topic": TOPIC}, {"topic": 1.0}, 2.0).load_state(state, "checkpoint")
 
@@ -93,8 +102,7 @@ def test_an_uncertainty_window_is_one_step_on_the_balanced_task_means(accumulati
         train_dataset=data,
         processing_class=tokenizer,
     )
-    with torch.no_grad():
-        trainer.loss_balancer.log_variances.copy_(torch.tensor([start["topic"], start["ner"]]))
+    set_log_variances(trainer.loss_balancer, start)
     trainer.train()
     window = trainer.trained
     batches = Counter(task for task, _ in window)
@@ -117,34 +125,36 @@ def test_an_uncertainty_window_is_one_step_on_the_balanced_task_means(accumulati
                                              if n.endswith("bias") or "LayerNorm" in n], "weight_decay": 0.0},
                                  {"params": list(s.values()), "weight_decay": 0.0}], lr=1.0)
     optimizer.step()
-    learned = trainer.loss_balancer.log_variances.detach()
+    learned = torch.tensor(log_variances(trainer.loss_balancer))
     expected = torch.tensor([s["topic"].item(), s["ner"].item()])
     assert (expected - torch.tensor([start["topic"], start["ner"]])).abs().min() > 1e-3  # s moved
     torch.testing.assert_close(learned, expected, rtol=0, atol=1e-6)
     assert max_difference(params(trainer.model), params(reference)) < 1e-6
 
 
+@pytest.mark.parametrize("at", [5, 4])
 @pytest.mark.parametrize("strategy", ["uncertainty", "dwa"])
-def test_resume_with_a_balancer_reaches_the_same_weights(strategy: str, tokenizer, tmp_path: Path) -> None:
-    """10 steps of 2 + 2 batches per epoch, resumed at step 5 (inside epoch 2): the resumed run must reach the
-    straight run's model and balancer. DWA's factors from epoch 3 on depend on epoch 2's loss, half of it trained
-    before the checkpoint."""
+def test_resume_with_a_balancer_reaches_the_same_weights(strategy: str, at: int, tokenizer, tmp_path: Path) -> None:
+    """10 steps of 2 + 2 batches per epoch, resumed at step 5 (inside epoch 2) or 4 (the checkpoint of epoch 1's last
+    step, saved before the epoch ends): the resumed run must reach the straight run's model and balancer. DWA's
+    factors from epoch 3 on depend on the losses of epochs 1 and 2."""
     data = tokenized(tokenizer, 8)
     base = make_model(tokenizer.vocab_size, dropout=0.1)
-    common = dict(max_steps=10, save_strategy="steps", save_steps=5, learning_rate=5e-2, loss_balancing=strategy,
+    common = dict(max_steps=10, save_strategy="steps", save_steps=at, learning_rate=5e-2, loss_balancing=strategy,
                   logging_steps=1)
 
     straight = RecordingTrainer(model=copy.deepcopy(base), args=args(tmp_path / "a", **common),
                                 train_dataset=data, processing_class=tokenizer)
     straight.train()
-    checkpoint = tmp_path / "a" / "checkpoint-5"
+    checkpoint = tmp_path / "a" / f"checkpoint-{at}"
     saved = json.loads((checkpoint / "multitask_state.json").read_text())
     assert saved["loss_balancing"]["strategy"] == strategy
 
     resumed = RecordingTrainer(model=copy.deepcopy(base), args=args(tmp_path / "b", **common),
                                train_dataset=data, processing_class=tokenizer)
     resumed.train(resume_from_checkpoint=str(checkpoint))
-    assert resumed.seen_tasks == straight.seen_tasks[5:]
+    assert saved["epoch_complete"] is (at == 4)
+    assert resumed.seen_tasks == straight.seen_tasks[at:]
     assert max_difference(params(straight.model), params(resumed.model)) < 1e-6
     weights = [{k: v for k, v in entry.items() if k.startswith("weight_")} for entry in straight.state.log_history
                if "loss" in entry]
@@ -152,11 +162,13 @@ def test_resume_with_a_balancer_reaches_the_same_weights(strategy: str, tokenize
                        for entry in resumed.state.log_history if "loss" in entry]
     assert resumed_weights == weights  # the resumed history continues the checkpoint's
     if strategy == "uncertainty":
-        moved = straight.loss_balancer.log_variances.detach()
+        moved = torch.tensor(log_variances(straight.loss_balancer))
         assert moved.abs().min() > 1e-4  # learned away from 0
-        torch.testing.assert_close(resumed.loss_balancer.log_variances.detach(), moved, rtol=0, atol=1e-7)
+        torch.testing.assert_close(torch.tensor(log_variances(resumed.loss_balancer)), moved, rtol=0, atol=1e-7)
     else:
-        assert straight.loss_balancer.history == pytest.approx(resumed.loss_balancer.history)
+        assert len(resumed.loss_balancer.history) == 2
+        for ours, theirs in zip(resumed.loss_balancer.history, straight.loss_balancer.history):
+            assert ours == pytest.approx(theirs, rel=1e-6)
         assert weights[8] != {"weight_topic": 1.0, "weight_ner": 1.0}  # epoch 3 (steps 9, 10): DWA at work
         assert weights[7] == {"weight_topic": 1.0, "weight_ner": 1.0}
 
@@ -191,7 +203,40 @@ def test_two_processes_learn_the_log_variances_of_one_process_on_the_global_batc
         loss = reference(**collate([data[task][i] for i in rows_0 + rows_1])).loss
         (torch.exp(-s[index]) * loss + s[index] / 2).backward()
         optimizer.step()
-    torch.testing.assert_close(torch.tensor(reports[0]["log_variances"]), s.detach(), rtol=0, atol=1e-6)
+    learned = reports[0]["log_variances"]
+    torch.testing.assert_close(torch.tensor([learned["topic"], learned["ner"]]), s.detach(), rtol=0, atol=1e-6)
     assert s.detach().abs().min() > 1e-3
     weights = torch.load(tmp_path / "weights0.pt")
     assert max_difference(weights, reference.state_dict()) < 1e-5
+
+
+def test_adamw_leaves_the_log_variance_of_a_task_without_a_batch_alone(tokenizer, tmp_path: Path) -> None:
+    """A step trains one task: the other tasks' log-variances get no gradient, so AdamW (Trainer's default) does not
+    move them on their momentum."""
+    trainer = RecordingTrainer(
+        model=make_model(tokenizer.vocab_size), train_dataset=tokenized(tokenizer, 4), processing_class=tokenizer,
+        args=args(tmp_path, per_device_train_batch_size=4, max_steps=3, sampling_strategy="round_robin",
+                  loss_balancing="uncertainty", learning_rate=0.1, logging_steps=1),
+    )
+    trainer.train()
+    assert trainer.seen_tasks == ["topic", "ner", "topic"]
+    weights = [entry["weight_topic"] for entry in trainer.state.log_history if "weight_topic" in entry]
+    assert weights[0] != 1.0 and weights[1] == weights[0] != weights[2]  # topic's moved on its own steps only
+
+
+def test_training_twice_keeps_the_balancer_in_the_optimizer(tokenizer, tmp_path: Path) -> None:
+    trainer = RecordingTrainer(model=make_model(tokenizer.vocab_size), train_dataset=tokenized(tokenizer, 4),
+                               processing_class=tokenizer,
+                               args=args(tmp_path, max_steps=2, loss_balancing="uncertainty", learning_rate=0.1))
+    trainer.train()
+    first = log_variances(trainer.loss_balancer)
+    trainer.train()  # continues with the same optimizer, which already holds the log-variances
+    assert log_variances(trainer.loss_balancer) != first
+
+
+def test_balancing_is_refused_under_deepspeed_and_fsdp(tokenizer, tmp_path: Path) -> None:
+    trainer = RecordingTrainer(model=make_model(tokenizer.vocab_size), train_dataset=tokenized(tokenizer, 4),
+                               processing_class=tokenizer, args=args(tmp_path, loss_balancing="dwa"))
+    trainer.is_fsdp_enabled = True
+    with pytest.raises(ValueError, match="--loss_balancing dwa is not supported with FSDP"):
+        trainer._refuse_under_sharding()

@@ -111,3 +111,24 @@ def test_it_needs_evaluations(tokenizer, tmp_path: Path) -> None:
                                          "--eval_strategy"):
         MultiTaskTrainer(model=make_model(tokenizer.vocab_size), args=args(tmp_path, save_best_per_task=True),
                          train_dataset=tokenized(tokenizer, 4), processing_class=tokenizer)
+
+
+def test_an_evaluation_after_training_selects_nothing(run: dict, tokenizer) -> None:
+    """Only training's evaluations select: evaluating the final model afterwards (here on other data) leaves best/
+    as it was."""
+    before = {path: path.read_bytes() for path in (run["out"] / "best").rglob("*") if path.is_file()}
+    run["trainer"].evaluate(tokenized(tokenizer, 8, seed=7, split="validation"))
+    after = {path: path.read_bytes() for path in (run["out"] / "best").rglob("*") if path.is_file()}
+    assert after == before
+
+
+def test_the_card_reads_best_only_for_a_run_that_keeps_it(run: dict, tokenizer, tmp_path: Path) -> None:
+    """A later run into the same folder without --save_best_per_task does not show the earlier run's table."""
+    import shutil
+
+    shutil.copytree(run["out"] / "best", tmp_path / "best")
+    trainer = MultiTaskTrainer(model=make_model(tokenizer.vocab_size), args=args(tmp_path, max_steps=1),
+                               train_dataset=tokenized(tokenizer, 4), processing_class=tokenizer)
+    trainer.train()
+    trainer.create_model_card()
+    assert "## Best state per task" not in (tmp_path / "README.md").read_text()

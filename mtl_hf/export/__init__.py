@@ -142,7 +142,8 @@ def export_task(
     _check_directory(directory, overwrite)
     tokenizer = _resolve_tokenizer(model, tokenizer)
     _check_tokenizer(tokenizer, model)
-    exported = _build(model, spec, export)
+    with torch.random.fork_rng(devices=[]):  # building the task model draws its initial weights: keep the
+        exported = _build(model, spec, export)  # caller's random stream (a training run's dropout) untouched
 
     directory.parent.mkdir(parents=True, exist_ok=True)
     staging = _sibling(directory, "export")
@@ -233,7 +234,10 @@ def _check_same_logits(model: MultiTaskModel, exported: PreTrainedModel, spec: T
     was_training = model.training
     model.eval()
     try:
-        expected = model(input_ids=input_ids, attention_mask=attention_mask, task=spec.name).logits
+        # The class's own forward: a model trained with --bf16/--fp16 keeps accelerate's autocast wrapper on its
+        # instance `forward`, and its half-precision logits are not what the exported float32 model computes.
+        expected = type(model).forward(model, input_ids=input_ids, attention_mask=attention_mask,
+                                       task=spec.name).logits
     finally:
         model.train(was_training)
     output = exported(input_ids=input_ids, attention_mask=attention_mask)
