@@ -240,3 +240,15 @@ def test_balancing_is_refused_under_deepspeed_and_fsdp(tokenizer, tmp_path: Path
     trainer.is_fsdp_enabled = True
     with pytest.raises(ValueError, match="--loss_balancing dwa is not supported with FSDP"):
         trainer._refuse_under_sharding()
+
+
+def test_each_model_init_trial_starts_with_a_fresh_balancer(tokenizer, tmp_path: Path) -> None:
+    """With `model_init` (hyper-parameter search), every `train()` builds a fresh model and so a fresh balancer: the
+    second trial learns what the first did instead of continuing its log-variances."""
+    trainer = RecordingTrainer(model_init=lambda: make_model(tokenizer.vocab_size),
+                               train_dataset=tokenized(tokenizer, 4), processing_class=tokenizer,
+                               args=args(tmp_path, max_steps=2, loss_balancing="uncertainty", learning_rate=0.1))
+    trainer.train()
+    first = log_variances(trainer.loss_balancer)
+    trainer.train()
+    assert first != [0.0, 0.0] and log_variances(trainer.loss_balancer) == pytest.approx(first, abs=1e-7)
