@@ -7,6 +7,8 @@ from .modeling_multitask import MultiTaskModel, MultiTaskModelOutput
 from .sampler import MultiTaskBatchSampler, SamplingStrategy
 from .data import MultiTaskDataCollator, load_task_file, preprocess_task
 from .export import export_task
+from .loss_balancing import LossBalancing
+from .onnx_backend import OnnxMultiTaskModel, export_onnx
 from .pipeline import MultiTaskPipeline
 from .hf_pipeline import MultiTaskTextPipeline  # registers transformers.pipeline("multitask")
 from .task_types import TaskType, get_task_type, register_task_type
@@ -23,6 +25,7 @@ MultiTaskModel.register_for_auto_class("AutoModel")
 __version__ = "0.1.0"
 
 __all__ = [
+    "LossBalancing",
     "MultiTaskBatchSampler",
     "MultiTaskConfig",
     "MultiTaskDataCollator",
@@ -33,11 +36,13 @@ __all__ = [
     "MultiTaskTrainer",
     "MultiTaskTrainingArguments",
     "NonFiniteLossError",
+    "OnnxMultiTaskModel",
     "SamplingStrategy",
     "MultiTaskTextPipeline",
     "TaskSpec",
     "TaskType",
     "__version__",
+    "export_onnx",
     "export_task",
     "get_task_type",
     "load_task_file",

@@ -94,6 +94,7 @@ from transformers import AutoTokenizer, PreTrainedTokenizerBase
 
 from .configuration_multitask import OUTSIDE_TAG, TAG_SCHEMES, TaskSpec
 from .modeling_multitask import MultiTaskModel
+from .onnx_backend import OnnxMultiTaskModel
 from .task_types import get_task_type
 from .task_types.base import PipelineState
 from .tokenization import Word, encode_text_pairs, encode_words, max_input_length, prepare_tokenizer, split_words
@@ -231,7 +232,9 @@ class MultiTaskPipeline:
     """Run a [`MultiTaskModel`] on raw texts for all (or some) of its tasks, one encoder pass per batch.
 
     Args:
-        model: the multi-task model (put in eval mode; moved to ``device`` when one is given).
+        model: the multi-task model (put in eval mode; moved to ``device`` when one is given), or its ONNX export
+            run by ONNX Runtime (:class:`~mtl_hf.onnx_backend.OnnxMultiTaskModel`, what ``from_pretrained(...,
+            backend="onnx")`` loads).
         tokenizer: a fast tokenizer of the model's encoder, set up with :func:`prepare_tokenizer` as in training.
         device: where to run (``"cpu"``, ``"cuda:0"``, an int GPU index, a ``torch.device``); ``None`` keeps the
             model where it is.
@@ -248,7 +251,7 @@ class MultiTaskPipeline:
 
     def __init__(
         self,
-        model: MultiTaskModel,
+        model: MultiTaskModel | OnnxMultiTaskModel,
         tokenizer: PreTrainedTokenizerBase,
         device: str | int | torch.device | None = None,
         batch_size: int = 8,
@@ -295,14 +298,34 @@ class MultiTaskPipeline:
         tokenizer: str | PreTrainedTokenizerBase | None = None,
         model_kwargs: dict[str, Any] | None = None,
         tokenizer_kwargs: dict[str, Any] | None = None,
+        backend: str = "torch",
+        quantize: bool = False,
         **kwargs: Any,
     ) -> "MultiTaskPipeline":
         """Load the model and the tokenizer saved in ``path`` (or the given ``tokenizer``, object or path).
 
-        ``model_kwargs``/``tokenizer_kwargs`` go to the respective ``from_pretrained``; the other keyword arguments
-        (``batch_size``, ``max_length``, ``stride``) to the pipeline.
+        ``backend``: ``"torch"`` (default) runs the :class:`MultiTaskModel`; ``"onnx"`` runs its ONNX export with ONNX
+        Runtime (:class:`~mtl_hf.onnx_backend.OnnxMultiTaskModel`; needs ``pip install "mtl_hf[onnx]"``), which gives
+        the same predictions: ``path`` must then be a local folder, and ``path/onnx/model.onnx`` is exported on first
+        use (``path`` must be writable then) and reused afterwards. ``quantize=True`` (``"onnx"`` only) runs the int8
+        export ``path/onnx/model_int8.onnx`` instead (dynamic quantization, also made on first use): smaller and
+        faster, its scores close to but not equal to the float model's. ``device`` for ``"onnx"``: the CPU by
+        default, or a CUDA device (needs ``onnxruntime-gpu``).
+
+        ``model_kwargs`` go to ``MultiTaskModel.from_pretrained``, or with ``"onnx"`` to
+        ``OnnxMultiTaskModel.from_pretrained`` (``onnx_file=`` another export to run, ``intra_op_num_threads=``,
+        ``session_options=``); ``tokenizer_kwargs`` to ``AutoTokenizer.from_pretrained``; the other keyword
+        arguments (``batch_size``, ``max_length``, ``stride``) to the pipeline.
         """
-        model = MultiTaskModel.from_pretrained(path, **(model_kwargs or {}))
+        model: MultiTaskModel | OnnxMultiTaskModel
+        if backend == "onnx":
+            model = OnnxMultiTaskModel.from_pretrained(path, quantize=quantize, device=device, **(model_kwargs or {}))
+        elif backend == "torch":
+            if quantize:
+                raise ValueError('quantize=True needs backend="onnx"')
+            model = MultiTaskModel.from_pretrained(path, **(model_kwargs or {}))
+        else:
+            raise ValueError(f'Unknown backend {backend!r}; expected "torch" or "onnx"')
         if tokenizer is None or isinstance(tokenizer, str):
             tokenizer = AutoTokenizer.from_pretrained(tokenizer or path, **(tokenizer_kwargs or {}))
         return cls(model, tokenizer, device=device, **kwargs)
@@ -311,7 +334,8 @@ class MultiTaskPipeline:
 
     @property
     def device(self) -> torch.device:
-        return next(self.model.parameters()).device
+        """Where the model runs (inputs are moved there)."""
+        return self.model.device
 
     @property
     def task_names(self) -> list[str]:
