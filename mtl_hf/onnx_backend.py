@@ -295,9 +295,10 @@ class OnnxMultiTaskModel:
     # ---- internals -------------------------------------------------------------------------------------------------
 
     def _session(self, device: torch.device) -> Any:
-        if device.type == "cpu":
+        kind = device.type  # a device kind, not a task type
+        if kind == "cpu":
             providers: list[Any] = ["CPUExecutionProvider"]
-        elif device.type == "cuda":
+        elif kind == "cuda":
             if "CUDAExecutionProvider" not in self._ort.get_available_providers():
                 raise RuntimeError(
                     f"device={str(device)!r}: this onnxruntime has no CUDAExecutionProvider (available: "

@@ -538,7 +538,7 @@ def test_continuing_a_pair_task_on_another_pair_column_keeps_the_config_clean(tm
     model = run_mtl.build_model(config, str(model_dir), [nli], run_mtl.ModelArguments(str(model_dir)), None)
     assert model.config.tasks == [
         {"name": "nli", "type": "classification", "labels": ["yes", "no"], "weight": 2.0, "dropout": None,
-         "pooling": "cls", "text_pair_column_name": "hypothesis"},
+         "pooling": "cls", "classifier": "linear", "text_pair_column_name": "hypothesis"},
         {"name": "topic", "type": "classification", "labels": ["a", "b"], "weight": 1.0, "dropout": None,
-         "pooling": "cls"},
+         "pooling": "cls", "classifier": "linear"},
     ]
