@@ -1,9 +1,11 @@
 """ONNX export of a whole multi-task model, and an ONNX Runtime backend for :class:`~mtl_hf.MultiTaskPipeline`.
 
-Why: serving is where a multi-task model pays off (one encoder pass answers every task), and on a CPU ONNX Runtime
-runs that pass faster than eager PyTorch; int8 dynamic quantization makes it smaller and faster again. Exporting each
-task on its own (``mtl_hf.export_task``) would give up the shared pass, so the export here is ONE graph whose outputs
-are every task's logits from one encoder pass, what :meth:`MultiTaskModel.forward_tasks` computes.
+Why: serving is where a multi-task model pays off (one encoder pass answers every task), and a deployment often wants
+it without PyTorch in the loop: ONNX Runtime runs the graph on a CPU or a GPU, and int8 dynamic quantization makes it
+four times smaller and faster on a CPU (whether the float graph beats eager PyTorch depends on the CPU: on the
+benchmark's, PyTorch 2.13 is faster; see docs/benchmarks.md, "ONNX backend"). Exporting each task on its own
+(``mtl_hf.export_task``) would give up the shared pass, so the export here is ONE graph whose outputs are every
+task's logits from one encoder pass, what :meth:`MultiTaskModel.forward_tasks` computes.
 
 The graph
 ---------
