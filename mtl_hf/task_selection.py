@@ -62,7 +62,7 @@ class TaskSelection:
 def save_best(model: Any, task: str, record: dict[str, Any], output_dir: Path, tokenizer: Any) -> str:
     """Write ``task``'s state to ``output_dir/best/<task>/`` (replacing what is there) with ``best_metric.json``;
     returns the format written: ``"transformers"`` (the task's plain model) or ``"multitask"``."""
-    from .export import ExportError, export_task, exportable_spec
+    from .export import ExportError, _move_into_place, _sibling, export_task, exportable_spec
 
     folder = output_dir / BEST_DIR / task
     kind = "multitask"
@@ -81,14 +81,16 @@ def save_best(model: Any, task: str, record: dict[str, Any], output_dir: Path, t
             kind = "transformers"
         except ExportError as error:
             logger.warning("task %r: kept as the whole multi-task model, since its export failed: %s", task, error)
-    if kind == "multitask":
-        staging = folder.with_name(f".{task}.saving")
-        shutil.rmtree(staging, ignore_errors=True)
-        model.save_pretrained(staging)
-        if tokenizer is not None:
-            tokenizer.save_pretrained(staging)
-        shutil.rmtree(folder, ignore_errors=True)
-        staging.rename(folder)
+    if kind == "multitask":  # staged and moved into place as the export is, so a failure keeps the earlier best
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        staging = _sibling(folder, "best")
+        try:
+            model.save_pretrained(staging)
+            if tokenizer is not None:
+                tokenizer.save_pretrained(staging)
+            _move_into_place(staging, folder)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
     (folder / BEST_METRIC_FILE).write_text(json.dumps({"task": task, **record, "format": kind}, indent=2) + "\n")
     logger.info("task %r: %s %.4f at step %d is its best so far; saved to %s", task, record["metric"],
                 record["value"], record["step"], folder)
