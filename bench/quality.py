@@ -35,10 +35,15 @@ accuracy of (a). Results go to ``<output_dir>/quality_qa.json`` and into their o
     python bench/quality.py --suite qa                               # issue 12's QA suite (see below)
     python bench/quality.py --suite qa --quick                       # smoke run
     python bench/quality.py --suite heads                            # issue 13's head comparison (~40 min)
+    python bench/quality.py --suite balancing                        # issue 14's loss balancing (~90 min)
 
 ``--suite heads`` (issue 13): the linear sequence head against the architecture's own classifier
 (``classifier: native``), one MultiTaskModel on BBC topics + VitaminC pairs per seed and head; results go to
 ``<output_dir>/quality_heads.json`` and their own section of ``docs/benchmarks.md``.
+
+``--suite balancing`` (issue 14): the five tasks with ``--loss_balancing`` static, uncertainty and dwa, each with
+``--save_best_per_task``, against the single-task Trainers, per seed; the final model's and each task's best state's
+test scores go to ``<output_dir>/quality_balancing.json`` and their own section of ``docs/benchmarks.md``.
 """
 
 from __future__ import annotations
@@ -773,18 +778,297 @@ def render_heads(results: dict[str, Any]) -> list[str]:
 
 
 # ---------------------------------------------------------------------------------------------------------------------
+# The balancing suite (issue 14): static vs uncertainty vs dwa loss balancing, per-task best states vs the final model
+# ---------------------------------------------------------------------------------------------------------------------
+
+BALANCINGS = ("static", "uncertainty", "dwa")
+# Three epochs, so that dwa acts at all: it needs two finished epochs' losses, so its weights are 1 (static) in epochs
+# 1 and 2 and change in epoch 3. To fit three balancings and the single-task baselines over three seeds into about
+# 90 minutes on one core, fewer rows and shorter inputs than the five-task suite (which took 2 epochs of 1,000 rows,
+# 128 sub-tokens). The dev rows (the train rows after the training rows) pick each task's best state; the test rows
+# score it.
+BAL_BUDGET: dict[str, Any] = {"max_train_samples": 400, "dev_rows": 100, "max_test_samples": 1000, "epochs": 3,
+                              "seeds": [0, 1, 2]}
+BAL_QUICK: dict[str, Any] = {"max_train_samples": 32, "dev_rows": 16, "max_test_samples": 48, "epochs": 3,
+                             "seeds": [0, 1]}
+BAL_MAX_SEQ_LENGTH = 64
+BAL_EVALS_PER_EPOCH = 2
+QUALITY_BALANCING_JSON = "quality_balancing.json"
+BALANCING_HEADING = "## Loss balancing and per-task best states"
+
+
+def predict_best_states(specs: dict[str, Any], output_dir: Path, test: dict[str, datasets.Dataset],
+                        raw_test: dict[str, datasets.Dataset], tokenizer, max_seq_length: int) -> dict[str, Any]:
+    """Each task's test predictions from what ``--save_best_per_task`` left in ``output_dir/best/<task>/``, loaded
+    the way a user loads it: an exported NER model through ``AutoModelForTokenClassification`` (word tags read at
+    first sub-tokens), a whole multi-task model through ``MultiTaskModel.from_pretrained`` and
+    ``MultiTaskTrainer.predict``. Returns ``{task: {"predictions", "step", "format"}}``."""
+    from mtl_hf.task_selection import read_best
+
+    found = read_best(output_dir)
+    out: dict[str, Any] = {}
+    for name, spec in specs.items():
+        record = found[name]
+        folder = output_dir / "best" / name
+        if record["format"] == "transformers":
+            if spec.type != "ner":
+                raise RuntimeError(f"{name}: an exported {spec.type} best state; this suite reads NER exports only")
+            model = AutoModelForTokenClassification.from_pretrained(folder).eval()
+            words = list(raw_test[name][spec.text_column_name])
+            predicted = []
+            for start in range(0, len(words), 64):
+                chunk = words[start:start + 64]
+                encoding = tokenizer(chunk, is_split_into_words=True, truncation=True, max_length=max_seq_length,
+                                     padding=True, return_tensors="pt")
+                with torch.no_grad():
+                    ids = model(**encoding).logits.argmax(-1).numpy()
+                predicted += [first_subtoken_tags(ids[i], encoding.word_ids(i), len(w), model.config.id2label)
+                              for i, w in enumerate(chunk)]
+        else:
+            model = MultiTaskModel.from_pretrained(folder).eval()
+            with tempfile.TemporaryDirectory() as tmp:
+                args = MultiTaskTrainingArguments(output_dir=tmp, per_device_eval_batch_size=64, report_to="none",
+                                                  disable_tqdm=True, dataloader_pin_memory=False)
+                trainer = MultiTaskTrainer(model=model, args=args, processing_class=tokenizer)
+                predicted = trainer.predict({name: test[name]}).predictions[name]
+            if spec.type == "ner":
+                words = list(raw_test[name][spec.text_column_name])
+                predicted = [tags + ["O"] * (len(w) - len(tags)) for tags, w in zip(predicted, words)]
+        out[name] = {"predictions": list(predicted), "step": record["step"], "format": record["format"],
+                     "dev_value": record["value"]}
+    return out
+
+
+def run_balancing(specs, train, dev, test, raw_test, tokenizer, cfg: dict[str, Any], balancing: str) -> dict[str, Any]:
+    """One MultiTaskModel on the five tasks with ``--loss_balancing balancing`` and ``--save_best_per_task``
+    (evaluating on the dev rows twice an epoch): the final model's and the per-task best states' test scores."""
+    set_seed(cfg["seed"])
+    model = MultiTaskModel.from_encoder(model_path(), list(specs.values()))
+    steps_per_epoch = sum(math.ceil(len(d) / cfg["per_device_train_batch_size"]) for d in train.values())
+    timer = TrainingLoopTimer()
+    with tempfile.TemporaryDirectory() as tmp:
+        kwargs = dict(trainer_kwargs(cfg, tmp), eval_strategy="steps",
+                      eval_steps=math.ceil(steps_per_epoch / BAL_EVALS_PER_EPOCH))
+        args = MultiTaskTrainingArguments(**kwargs, sampling_strategy="proportional", loss_balancing=balancing,
+                                          save_best_per_task=True)
+        trainer = MultiTaskTrainer(model=model, args=args, train_dataset=train, eval_dataset=dev,
+                                   processing_class=tokenizer, callbacks=[timer])
+        start = time.perf_counter()
+        trainer.train()
+        seconds = time.perf_counter() - start
+        final = dict(trainer.predict(test).predictions)
+        best = predict_best_states(specs, Path(tmp), test, raw_test, tokenizer, cfg["max_seq_length"])
+    for name, spec in specs.items():
+        if spec.type == "ner":
+            words = list(raw_test[name][spec.text_column_name])
+            final[name] = [tags + ["O"] * (len(w) - len(tags)) for tags, w in zip(final[name], words)]
+    history = trainer.state.log_history
+    weights = {}  # each task's effective weight at the last logged step (weight_<task>)
+    for entry in history:
+        weights.update({key[len("weight_"):]: value for key, value in entry.items() if key.startswith("weight_")})
+    evaluations = [{k: v for k, v in entry.items() if k.startswith("eval_") or k == "step"}
+                   for entry in history if any(k.startswith("eval_") for k in entry)]
+    return {"scores": score_five(specs, final, raw_test),
+            "best": {name: {"scores": score_five({name: specs[name]}, {name: b["predictions"]}, raw_test)[name],
+                            "step": b["step"], "format": b["format"], "dev_value": b["dev_value"]}
+                     for name, b in best.items()},
+            "final_weights": weights, "evaluations": evaluations, "train_seconds": round(seconds, 1),
+            "loop_seconds": round(timer.seconds, 2), "train_steps": trainer.state.global_step}
+
+
+def main_balancing(args: argparse.Namespace) -> None:
+    """Per seed: one MultiTaskModel per balancing (the order rotating from seed to seed) and the five single-task
+    Trainers, on the same rows; writes ``<output_dir>/quality_balancing.json`` after every run and, unless
+    --no_docs, splices its section into docs/benchmarks.md."""
+    setup_torch(num_threads=1)
+    cfg = dict(HPARAMS, **FIVE_HPARAMS, num_train_epochs=args.epochs, max_train_samples=args.max_train_samples,
+               dev_rows=args.dev_rows, max_test_samples=args.max_test_samples, seeds=args.seeds, torch_threads=1,
+               max_seq_length=BAL_MAX_SEQ_LENGTH, evaluations_per_epoch=BAL_EVALS_PER_EPOCH)
+    cfg.pop("seed")
+    out_path = args.output_dir / QUALITY_BALANCING_JSON
+    results: dict[str, Any] = {"suite": "balancing", "machine": machine_info(), "config": cfg, "quick": args.quick}
+    log(f"balancing suite; machine: {results['machine']['cpu']}, {results['machine']['cores']} cores; config: {cfg}")
+    specs, raws = load_five_corpora(args.output_dir)
+    tokenizer = load_tokenizer(model_path())
+    n, n_dev = args.max_train_samples, args.dev_rows
+    raw_train = {t: head(raws[t]["train"], n) for t in specs}
+    raw_dev = {t: raws[t]["train"].select(range(n, n + n_dev)) for t in specs}
+    raw_test = {t: head(raws[t]["test"], args.max_test_samples) for t in specs}
+    data = {t: preprocess_task(specs[t], datasets.DatasetDict(train=raw_train[t], dev=raw_dev[t], test=raw_test[t]),
+                               tokenizer, max_seq_length=cfg["max_seq_length"]) for t in specs}
+    train, dev, test = ({t: data[t][split] for t in specs} for split in ("train", "dev", "test"))
+    results["train_rows"] = {t: len(d) for t, d in raw_train.items()}
+    results["dev_rows"] = {t: len(d) for t, d in raw_dev.items()}
+    results["test_rows"] = {t: len(d) for t, d in raw_test.items()}
+    results["trivial_baselines"] = trivial_baselines(specs, raw_train, raw_test)
+    results["runs"] = []
+    total_start = time.perf_counter()
+    for index, seed in enumerate(args.seeds):
+        contenders = [*BALANCINGS, "single"]
+        order = contenders[index % len(contenders):] + contenders[:index % len(contenders)]
+        run: dict[str, Any] = {"seed": seed, "order": order}
+        results["runs"].append(run)
+        run_cfg = dict(cfg, seed=seed)
+        for contender in order:
+            log(f"seed {seed}: {contender}")
+            if contender == "single":
+                run["single"] = run_single_five(specs, raw_train, raw_test, tokenizer, run_cfg)
+            else:
+                run[contender] = run_balancing(specs, train, dev, test, raw_test, tokenizer, run_cfg, contender)
+            res = run[contender]
+            log(f"seed {seed} {contender}: " + ", ".join(
+                f"{t} {res['scores'][t][FIVE_TASKS[t]['main']]}"
+                + (f" (best {res['best'][t]['scores'][FIVE_TASKS[t]['main']]} @ {res['best'][t]['step']})"
+                   if "best" in res else "") for t in specs) + f"; {res['train_seconds']:.0f} s")
+            write_json(out_path, results)
+    results["total_seconds"] = round(time.perf_counter() - total_start, 1)
+    write_json(out_path, results)
+    log(f"wrote {out_path} ({results['total_seconds'] / 60:.1f} min)")
+    for line in render_balancing(results):
+        print(line, flush=True)
+    if not args.no_docs:
+        splice_balancing_section(results)
+        log(f"updated {DOCS_MD.relative_to(ROOT)} (section {BALANCING_HEADING!r} only)")
+
+
+def splice_balancing_section(results: dict[str, Any]) -> None:
+    page = DOCS_MD.read_text(encoding="utf-8")
+    section = "\n".join(render_balancing(results)) + "\n"
+    DOCS_MD.write_text(_splice(page, BALANCING_HEADING, section, (SPEED_HEADING, "## Method notes")),
+                       encoding="utf-8")
+
+
+def _cell(values: list[float], digits: int) -> str:
+    stats = _mean_std(values)
+    return f"{stats['mean']:.{digits}f} ± {stats['std']:.{digits}f}"
+
+
+def _p(a: list[float], b: list[float]) -> str:
+    p = welch_p(a, b)
+    return "n/a" if p is None else f"{p:.2f}"
+
+
+def render_balancing(results: dict[str, Any]) -> list[str]:
+    """The docs section of the balancing suite: every task's main test metric as mean ± std over the seeds for the
+    single-task baseline and each balancing's final model, then each balancing's per-task best states against its
+    final model, with Welch's p; the effective weights reached; and a verdict that counts only differences outside
+    the seed noise (p < NOISE_P)."""
+    runs = [run for run in results["runs"] if all(c in run for c in (*BALANCINGS, "single"))]
+    cfg = results["config"]
+    tasks = [t for t in FIVE_TASKS if t in results["train_rows"]]
+
+    def main_values(contender: str, task: str, best: bool = False) -> list[float]:
+        metric = FIVE_TASKS[task]["main"]
+        if best:
+            return [run[contender]["best"][task]["scores"][metric] for run in runs]
+        return [run[contender]["scores"][task][metric] for run in runs]
+
+    def digits(task: str) -> int:
+        return 3 if FIVE_TASKS[task]["main"] == "pearson" else 2
+
+    out = [BALANCING_HEADING, "",
+           "Does weighting the task losses help, and does keeping each task's best state beat the final model? "
+           "One MultiTaskModel on the five tasks of the five-task section per seed and `--loss_balancing` "
+           "(`static`: task weights 1; `uncertainty`: Kendall et al.'s learned log-variances; `dwa`: Liu et al.'s "
+           "dynamic weight average, temperature 2), each with `--save_best_per_task`, against the five single-task "
+           "Trainers of the five-task section on the same rows. MiniLM-L6, the first "
+           f"{cfg['max_train_samples']} train rows of every task, {cfg['num_train_epochs']:g} epochs (dwa needs two "
+           "finished epochs, so it differs from static in the third only), inputs of "
+           f"{cfg['max_seq_length']} sub-tokens, batch {cfg['per_device_train_batch_size']}, lr "
+           f"{cfg['learning_rate']:g}, linear schedule with 10% warm-up, proportional sampling, one torch thread. "
+           f"Model selection: {cfg['evaluations_per_epoch']} evaluations an epoch on the next {cfg['dev_rows']} "
+           f"train rows of every task (dev rows, never trained on); every score below is on the first "
+           f"{cfg['max_test_samples']} test rows, mean ± standard deviation over seeds "
+           f"{', '.join(str(run['seed']) for run in runs)}. Reproduce: `python bench/fetch_data.py --all && "
+           "python bench/quality.py --suite balancing` (about 90 minutes on one core).", "",
+           "### Final models against the single-task baselines", "",
+           "| task | metric | single-task | static | uncertainty | dwa | p static vs single | p uncertainty vs static "
+           "| p dwa vs static |", "|---|---|---|---|---|---|---|---|---|"]
+    for task in tasks:
+        d = digits(task)
+        single, static = main_values("single", task), main_values("static", task)
+        out.append(f"| {FIVE_TASKS[task]['title']} | {FIVE_TASKS[task]['main']} | {_cell(single, d)} | "
+                   + " | ".join(_cell(main_values(b, task), d) for b in BALANCINGS)
+                   + f" | {_p(static, single)} | {_p(main_values('uncertainty', task), static)} | "
+                   f"{_p(main_values('dwa', task), static)} |")
+    out += ["", "### Per-task best states against the final model", "",
+            "Each task's state at its best dev evaluation (`best/<task>/`: the exported `AutoModelForTokenClassification`"
+            " for NER, the whole multi-task model for the linear sequence heads), scored on the test rows like the "
+            "final model; the step is where its dev metric peaked (of "
+            f"{runs[0]['static']['train_steps'] if runs else '?'} steps).", "",
+            "| task | balancing | final | best state | best - final | Welch p | best at step (per seed) |",
+            "|---|---|---|---|---|---|---|"]
+    for task in tasks:
+        d = digits(task)
+        for balancing in BALANCINGS:
+            final, best = main_values(balancing, task), main_values(balancing, task, best=True)
+            steps = ", ".join(str(run[balancing]["best"][task]["step"]) for run in runs)
+            out.append(f"| {FIVE_TASKS[task]['title']} | {balancing} | {_cell(final, d)} | {_cell(best, d)} | "
+                       f"{statistics.fmean(best) - statistics.fmean(final):+.{d}f} | {_p(best, final)} | {steps} |")
+    out += ["", "Effective loss weight of each task at the end of training (`weight_<task>`, mean over seeds; "
+            "static is 1 throughout):", "",
+            "| balancing | " + " | ".join(FIVE_TASKS[t]["title"] for t in tasks) + " |",
+            "|---|" + "---|" * len(tasks)]
+    for balancing in ("uncertainty", "dwa"):
+        out.append(f"| {balancing} | " + " | ".join(
+            f"{statistics.fmean(run[balancing]['final_weights'].get(t, 1.0) for run in runs):.2f}" for t in tasks)
+            + " |")
+    out += ["", *balancing_verdict(results, runs, tasks, main_values), ""]
+    return out
+
+
+def balancing_verdict(results: dict[str, Any], runs: list[dict[str, Any]], tasks: list[str],
+                      main_values) -> list[str]:
+    """What the numbers say, counting a difference only where Welch's p < NOISE_P."""
+    lines = []
+    for balancing in ("uncertainty", "dwa"):
+        wins, losses = [], []
+        for task in tasks:
+            ours, static = main_values(balancing, task), main_values("static", task)
+            p = welch_p(ours, static)
+            if p is not None and p < NOISE_P:
+                gap = statistics.fmean(ours) - statistics.fmean(static)
+                (wins if gap > 0 else losses).append(f"{FIVE_TASKS[task]['title']} ({gap:+.3g}, p = {p:.2f})")
+        if not wins and not losses:
+            lines.append(f"- **`{balancing}`** changes no task's final score outside the seed noise.")
+        else:
+            lines.append(f"- **`{balancing}`**: better on {', '.join(wins) or 'no task'}; worse on "
+                         f"{', '.join(losses) or 'no task'} (outside the seed noise).")
+    best_wins = []
+    for task in tasks:
+        for balancing in BALANCINGS:
+            best, final = main_values(balancing, task, best=True), main_values(balancing, task)
+            p = welch_p(best, final)
+            if p is not None and p < NOISE_P and statistics.fmean(best) > statistics.fmean(final):
+                best_wins.append(f"{FIVE_TASKS[task]['title']} with {balancing}")
+    lines.append("- **Per-task best states** beat the final model outside the seed noise on "
+                 + (", ".join(best_wins) if best_wins else "no task") + ".")
+    default_wins = all(
+        not any(welch_p(main_values(b, t), main_values("static", t)) is not None
+                and welch_p(main_values(b, t), main_values("static", t)) < NOISE_P
+                and statistics.fmean(main_values(b, t)) > statistics.fmean(main_values("static", t)) for t in tasks)
+        for b in ("uncertainty", "dwa"))
+    lines.append("- **The default stays `static`**: " + (
+        "neither learned balancing wins on any task outside the noise." if default_wins else
+        "a learned balancing wins on some task (above), not across the board; use it where its task matters most."))
+    return lines
+
+
+# ---------------------------------------------------------------------------------------------------------------------
 # Main
 # ---------------------------------------------------------------------------------------------------------------------
 
 
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--suite", choices=("two", "five", "qa", "heads"), default="two",
+    parser.add_argument("--suite", choices=("two", "five", "qa", "heads", "balancing"), default="two",
                         help="two: CoNLL + BBC against single-task Trainers and the original loop (quality.json); "
                              "five: the five task types of issue 11 over several seeds (quality_five.json); "
                              "qa: extractive QA beside NER and topics against a run_qa.py model, issue 12 "
                              "(quality_qa.json); heads: the linear head vs the architecture's own classifier on "
-                             "BBC and VitaminC, issue 13 (quality_heads.json).")
+                             "BBC and VitaminC, issue 13 (quality_heads.json); balancing: static vs uncertainty vs dwa "
+                             "loss balancing and per-task best states vs the final model, issue 14 "
+                             "(quality_balancing.json).")
     parser.add_argument("--output_dir", type=Path, default=None,
                         help="Where the JSON results (and, for --suite two, the multi-task model) go (default "
                              "bench/results, bench/results/quick with --quick).")
@@ -799,6 +1083,9 @@ def parse_args() -> argparse.Namespace:
                              f"{FIVE_BUDGET['max_test_samples']} for five; NER and topics for qa).")
     parser.add_argument("--seeds", type=int, nargs="+", default=None,
                         help=f"--suite five / qa: one run of each contender per seed (default {FIVE_BUDGET['seeds']}).")
+    parser.add_argument("--dev_rows", type=int, default=None,
+                        help=f"--suite balancing: the N train rows after the training rows pick each task's best "
+                             f"state (default {BAL_BUDGET['dev_rows']}).")
     parser.add_argument("--qa_train_samples", type=int, default=None,
                         help=f"--suite qa: a seeded random sample of N SQuAD train questions (default "
                              f"{QA_BUDGET['qa_train_samples']}).")
@@ -823,13 +1110,14 @@ def parse_args() -> argparse.Namespace:
     if args.quick:
         args.output_dir = args.output_dir or DEFAULT_OUTPUT_DIR / "quick"
         args.no_docs = True
-        quick = {"five": FIVE_QUICK, "qa": QA_QUICK, "heads": HEADS_QUICK}.get(args.suite, {"epochs": 1, "max_train_samples": 64,
+        quick = {"five": FIVE_QUICK, "qa": QA_QUICK, "heads": HEADS_QUICK, "balancing": BAL_QUICK}.get(args.suite, {"epochs": 1, "max_train_samples": 64,
                                                                       "max_test_samples": 200, "original_samples": 16})
         for key, value in quick.items():
             if getattr(args, key) is None:
                 setattr(args, key, value)
-    if args.suite in ("five", "qa", "heads"):
-        for key, value in {"five": FIVE_BUDGET, "qa": QA_BUDGET, "heads": HEADS_BUDGET}[args.suite].items():
+    if args.suite in ("five", "qa", "heads", "balancing"):
+        budgets = {"five": FIVE_BUDGET, "qa": QA_BUDGET, "heads": HEADS_BUDGET, "balancing": BAL_BUDGET}
+        for key, value in budgets[args.suite].items():
             if getattr(args, key) is None:
                 setattr(args, key, value)
     args.output_dir = args.output_dir or DEFAULT_OUTPUT_DIR
@@ -847,6 +1135,9 @@ def main() -> None:
         return
     if args.suite == "heads":
         main_heads(args)
+        return
+    if args.suite == "balancing":
+        main_balancing(args)
         return
     setup_torch()
     cfg = dict(HPARAMS)

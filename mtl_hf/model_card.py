@@ -34,7 +34,7 @@ NOT_SCORES = ("_runtime", "_per_second", "_samples", "_preparation_time")
 HYPERPARAMETERS = (
     "learning_rate", "per_device_train_batch_size", "gradient_accumulation_steps", "num_train_epochs", "max_steps",
     "warmup_steps", "weight_decay", "lr_scheduler_type", "seed", "sampling_strategy", "sampling_temperature",
-    "task_weights", "loss_balancing", "dwa_temperature", "bf16", "fp16",
+    "task_weights", "loss_balancing", "dwa_temperature", "loss_balancing_learning_rate", "bf16", "fp16",
 )
 SPLIT_FILES = (("train_file", "train"), ("validation_file", "validation"), ("test_file", "test"))
 RESULT_SPLITS = (("eval", "validation"), ("test", "test"))  # metric key prefix -> the split the model index names
@@ -383,8 +383,6 @@ def build_model_card(
     args = trainer.args
     hyper = {key: getattr(args, key) for key in HYPERPARAMETERS if getattr(args, key, None) not in (None, False, -1)}
     hyper = {key: getattr(value, "value", value) for key, value in hyper.items()}  # enums by their value
-    if hyper.get("loss_balancing") != "dwa":
-        hyper.pop("dwa_temperature", None)  # set on every run, meaningful for dwa only
     tasks = model.config.task_specs
     hub_id = getattr(trainer, "hub_model_id", None)
     return MultiTaskModelCardData(

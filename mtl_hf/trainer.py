@@ -281,7 +281,7 @@ class MultiTaskTrainer(Trainer):
         running task losses."""
         self.loss_balancer: LossBalancer = build_balancer(
             getattr(self.args, "loss_balancing", "static"), self.task_specs, self.task_weights,
-            getattr(self.args, "dwa_temperature", 2.0),
+            getattr(self.args, "dwa_temperature", None) or 2.0,
         )
         self.task_selection = TaskSelection(self.task_specs)
         self._loss_tracker = _TaskLossTracker(list(self.task_specs))
@@ -513,7 +513,8 @@ class MultiTaskTrainer(Trainer):
 
     def create_optimizer(self, model: nn.Module | None = None) -> torch.optim.Optimizer:
         """Trainer's optimizer, plus the loss balancer's parameters (``uncertainty``'s log-variances) in a group of
-        their own without weight decay: a decay would pull every task's variance towards 1 whatever its loss."""
+        their own without weight decay (a decay would pull every task's variance towards 1 whatever its loss) and at
+        ``loss_balancing_learning_rate``: the scheduler scales it as it scales the model's rate."""
         given = self.optimizer is not None
         optimizer = super().create_optimizer(model)
         balancing = [p for p in self.loss_balancer.parameters() if p.requires_grad]
@@ -525,7 +526,9 @@ class MultiTaskTrainer(Trainer):
                     "train: let MultiTaskTrainer create the optimizer (do not pass `optimizers=`), or use "
                     "`optimizer_cls_and_kwargs`"
                 )
-            optimizer.add_param_group({"params": balancing, "weight_decay": 0.0})
+            optimizer.add_param_group({"params": balancing, "weight_decay": 0.0,
+                                       "lr": getattr(self.args, "loss_balancing_learning_rate", None)
+                                       or self.args.learning_rate})
         return optimizer
 
     def _average_balancer_gradients(self) -> None:

@@ -33,8 +33,13 @@ class MultiTaskTrainingArguments(TrainingArguments):
         loss_balancing (`LossBalancing` or `str`, defaults to `"static"`):
             How the task losses are weighted: `static` (the task weights), `uncertainty` (learned log-variances,
             Kendall et al. 2018) or `dwa` (dynamic weight average, Liu et al. 2019); see `mtl_hf.loss_balancing`.
-        dwa_temperature (`float`, defaults to 2.0):
-            T of `dwa`: larger values spread the weights less.
+        dwa_temperature (`float`, *optional*, defaults to 2.0 with `dwa`):
+            T of `dwa`: larger values spread the weights less. Refused with another strategy.
+        loss_balancing_learning_rate (`float`, *optional*, defaults to 0.01 with `uncertainty`):
+            The learning rate of `uncertainty`'s log-variances (their own optimizer group, on the same schedule).
+            They are numbers of order 1 that should settle near the log of each task's loss: at a fine-tuning rate
+            (1e-5 to 1e-4) they would move by hundredths in a few thousand steps and weigh nothing. Refused with
+            another strategy.
         save_best_per_task (`bool`, defaults to `False`):
             Keep every task's state at its best evaluation in `output_dir/best/<task>/` (see `mtl_hf.task_selection`).
 
@@ -69,8 +74,13 @@ class MultiTaskTrainingArguments(TrainingArguments):
             "choices": [s.value for s in LossBalancing],
         },
     )
-    dwa_temperature: float = field(
-        default=2.0, metadata={"help": "Temperature T of --loss_balancing dwa (2 in Liu et al.)."}
+    dwa_temperature: float | None = field(
+        default=None, metadata={"help": "Temperature T of --loss_balancing dwa (default 2, as in Liu et al.)."}
+    )
+    loss_balancing_learning_rate: float | None = field(
+        default=None,
+        metadata={"help": "Learning rate of --loss_balancing uncertainty's log-variances (default 0.01; at a "
+                          "fine-tuning learning rate they would barely move)."},
     )
 
     save_best_per_task: bool = field(
@@ -79,6 +89,23 @@ class MultiTaskTrainingArguments(TrainingArguments):
                           "output_dir/best/<task>/ (a plain transformers model where the task exports, else the "
                           "multi-task model) with best_metric.json."},
     )
+
+    def _resolve_balancing_options(self) -> None:
+        """Each strategy's own option gets its default with that strategy and is refused with another one, so that a
+        value given for a strategy that is not used is never silently dropped."""
+        options = {"dwa_temperature": (LossBalancing.DWA, 2.0),
+                   "loss_balancing_learning_rate": (LossBalancing.UNCERTAINTY, 0.01)}
+        for name, (strategy, default) in options.items():
+            value = getattr(self, name)
+            if self.loss_balancing != strategy:
+                if value is not None:
+                    raise ValueError(f"--{name} applies to --loss_balancing {strategy.value} only; this run uses "
+                                     f"--loss_balancing {self.loss_balancing.value}")
+                continue
+            if value is None:
+                setattr(self, name, default)
+            elif not (isinstance(value, (int, float)) and value > 0):  # NaN too
+                raise ValueError(f"{name} must be > 0, got {value}")
 
     def __post_init__(self) -> None:
         if isinstance(self.task_weights, str) and self.task_weights.strip().startswith("{"):
@@ -104,8 +131,7 @@ class MultiTaskTrainingArguments(TrainingArguments):
             self.dataloader_pin_memory = False
         self.sampling_strategy = SamplingStrategy(self.sampling_strategy)
         self.loss_balancing = LossBalancing(self.loss_balancing)
-        if not (isinstance(self.dwa_temperature, (int, float)) and self.dwa_temperature > 0):  # NaN too
-            raise ValueError(f"dwa_temperature must be > 0, got {self.dwa_temperature}")
+        self._resolve_balancing_options()
         if not self.sampling_temperature > 0:  # NaN too
             raise ValueError(f"sampling_temperature must be > 0, got {self.sampling_temperature}")
         if self.task_weights is not None:

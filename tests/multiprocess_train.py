@@ -41,7 +41,8 @@ from mtl_hf.task_types import get_task_type
 
 
 def main(out_dir: Path, suite: str) -> None:
-    settings = {"topic_ner": MULTIPROCESS_ARGS, "uncertainty": {**MULTIPROCESS_ARGS, "loss_balancing": "uncertainty"}}
+    settings = {"topic_ner": MULTIPROCESS_ARGS, "uncertainty": {**MULTIPROCESS_ARGS, "loss_balancing": "uncertainty",
+                                                "loss_balancing_learning_rate": MULTIPROCESS_ARGS["learning_rate"]}}
     args = MultiTaskTrainingArguments(str(out_dir / "run"), **settings.get(suite, MULTIPROCESS_TYPES_ARGS))
     rank = args.process_index
     tokenizer = make_tokenizer(out_dir / f"tokenizer{rank}")

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from mtl_hf import MultiTaskTrainingArguments
+from mtl_hf import MultiTaskTrainer, MultiTaskTrainingArguments
 from mtl_hf.data import MultiTaskDataCollator
 from mtl_hf.loss_balancing import DynamicWeightAverage, LossBalancing, UncertaintyBalancer
 from tests.test_trainer import args, max_difference, params, run_two_processes
@@ -75,11 +75,46 @@ def test_dwa_weights_follow_the_last_two_epochs_loss_ratios() -> None:
 
 
 def test_arguments_take_the_strategy_and_refuse_a_bad_temperature(tmp_path: Path) -> None:
-    assert MultiTaskTrainingArguments(str(tmp_path), loss_balancing="dwa").loss_balancing is LossBalancing.DWA
+    dwa = MultiTaskTrainingArguments(str(tmp_path), loss_balancing="dwa")
+    assert dwa.loss_balancing is LossBalancing.DWA and dwa.dwa_temperature == 2.0
+    assert dwa.loss_balancing_learning_rate is None
     with pytest.raises(ValueError, match="softmax is not a valid LossBalancing"):
         MultiTaskTrainingArguments(str(tmp_path), loss_balancing="softmax")
     with pytest.raises(ValueError, match="dwa_temperature must be > 0, got 0"):
-        MultiTaskTrainingArguments(str(tmp_path), dwa_temperature=0)
+        MultiTaskTrainingArguments(str(tmp_path), loss_balancing="dwa", dwa_temperature=0)
+    with pytest.raises(ValueError, match="loss_balancing_learning_rate must be > 0, got nan"):
+        MultiTaskTrainingArguments(str(tmp_path), loss_balancing="uncertainty", loss_balancing_learning_rate=math.nan)
+
+
+@pytest.mark.parametrize(("option", "value", "strategy"), [
+    ("dwa_temperature", 2.0, "static"), ("dwa_temperature", 1.0, "uncertainty"),
+    ("loss_balancing_learning_rate", 0.01, "static"), ("loss_balancing_learning_rate", 0.1, "dwa")])
+def test_a_strategys_option_is_refused_with_another_strategy(option: str, value: float, strategy: str,
+                                                             tmp_path: Path) -> None:
+    """Not silently dropped: an option given for a strategy that is not used is an error, even at its default."""
+    with pytest.raises(ValueError, match=f"--{option} applies to --loss_balancing .* only; this run uses "
+                                         f"--loss_balancing {strategy}"):
+        MultiTaskTrainingArguments(str(tmp_path), loss_balancing=strategy, **{option: value})
+
+
+def test_uncertaintys_log_variances_learn_at_their_own_rate_on_the_schedule(tokenizer, tmp_path: Path) -> None:
+    """At a fine-tuning learning rate the log-variances would not move; they get loss_balancing_learning_rate
+    (0.01 unless given), scaled by the same schedule as the model's rate."""
+    trainer = MultiTaskTrainer(model=make_model(tokenizer.vocab_size), train_dataset=tokenized(tokenizer, 8),
+                               processing_class=tokenizer,
+                               args=args(tmp_path, max_steps=4, loss_balancing="uncertainty", learning_rate=1e-5,
+                                         lr_scheduler_type="linear"))
+    assert trainer.args.loss_balancing_learning_rate == 0.01
+    trainer.train()
+    groups = trainer.optimizer.param_groups
+    at = next(i for i, g in enumerate(groups) if any(p is q for p in trainer.loss_balancer.parameters()
+                                                     for q in g["params"]))
+    assert groups[at]["initial_lr"] == pytest.approx(0.01) and groups[at]["weight_decay"] == 0.0
+    assert all(g["initial_lr"] == pytest.approx(1e-5) for i, g in enumerate(groups) if i != at)
+    assert trainer.lr_scheduler.base_lrs[at] == pytest.approx(0.01)
+    assert groups[at]["lr"] == pytest.approx(0.0)  # the linear schedule took it to 0 with the model's rate
+    moved = [abs(p.item()) for p in trainer.loss_balancer.parameters()]
+    assert min(moved) > 1e-3  # at 1e-5 four Adam steps would leave them within 4e-5 of 0
 
 
 @pytest.mark.parametrize("accumulation", [3, 4])
@@ -98,6 +133,7 @@ def test_an_uncertainty_window_is_one_step_on_the_balanced_task_means(accumulati
         model=copy.deepcopy(base),
         args=args(tmp_path, per_device_train_batch_size=2, gradient_accumulation_steps=accumulation, max_steps=1,
                   sampling_strategy="round_robin", task_weights=weights, optim="sgd", learning_rate=1.0,
+                  loss_balancing_learning_rate=1.0,
                   max_grad_norm=0.0, lr_scheduler_type="constant", loss_balancing="uncertainty", weight_decay=0.5),
         train_dataset=data,
         processing_class=tokenizer,

@@ -110,6 +110,7 @@ def test_full_run_writes_model_metrics_predictions_card_and_curves(workspace: di
     assert {row.split(" | ")[2] for row in ner_test_rows} >= {"precision", "recall", "token_accuracy", "loss"}
     assert "MultiTaskPipeline.from_pretrained" in card and "learning_rate: 0.003" in card
     assert "loss_balancing: uncertainty" in card and "dwa_temperature" not in card
+    assert "loss_balancing_learning_rate: 0.01" in card
     logged = [entry for entry in json.loads((out / "trainer_state.json").read_text())["log_history"]
               if "weight_topic" in entry]
     assert len(logged) > 2 and len({entry["weight_topic"] for entry in logged}) > 2  # learned, logged, changing
