@@ -135,22 +135,28 @@ class DynamicWeightAverage(LossBalancer):
         self._update()
 
     def _update(self) -> None:
-        if len(self.history) < 2 or not all(task in epoch for epoch in self.history for task in self.tasks):
-            return  # a task without a batch in one of the epochs (max_steps) has no rate: keep the factors
+        # Only the tasks trained in both epochs have a rate: a task without a batch in one of them (one that stopped
+        # early, or a max_steps cut) keeps its factor, and the others share the softmax among themselves.
+        rated = [task for task in self.tasks if all(task in epoch for epoch in self.history)]
+        if len(self.history) < 2 or not rated:
+            return
         before, last = self.history
-        rates = {task: last[task] / before[task] if before[task] > 0 else 1.0 for task in self.tasks}
+        rates = {task: last[task] / before[task] if before[task] > 0 else 1.0 for task in rated}
         top = max(rates.values()) / self.temperature  # subtracted for a stable softmax
         exps = {task: math.exp(rate / self.temperature - top) for task, rate in rates.items()}
         total = sum(exps.values())
-        self.lambdas = {task: len(self.tasks) * value / total for task, value in exps.items()}
+        self.lambdas = {**self.lambdas, **{task: len(rated) * value / total for task, value in exps.items()}}
 
     def state(self) -> dict[str, Any]:
-        return {**super().state(), "temperature": self.temperature, "history": self.history}
+        return {**super().state(), "temperature": self.temperature, "history": self.history,
+                "lambdas": self.lambdas}
 
     def load_state(self, state: dict[str, Any], where: str) -> None:
         super().load_state(state, where)
         self.history = [dict(epoch) for epoch in state.get("history", [])]
-        self.lambdas = dict.fromkeys(self.tasks, 1.0)
+        # The factors as they were (a stopped task's factor is no longer recomputable from the last two epochs).
+        self.lambdas = {**dict.fromkeys(self.tasks, 1.0), **{task: float(value) for task, value in
+                                                             state.get("lambdas", {}).items() if task in self.tasks}}
         self._update()
 
 

@@ -34,7 +34,8 @@ NOT_SCORES = ("_runtime", "_per_second", "_samples", "_preparation_time")
 HYPERPARAMETERS = (
     "learning_rate", "per_device_train_batch_size", "gradient_accumulation_steps", "num_train_epochs", "max_steps",
     "warmup_steps", "weight_decay", "lr_scheduler_type", "seed", "sampling_strategy", "sampling_temperature",
-    "task_weights", "loss_balancing", "dwa_temperature", "loss_balancing_learning_rate", "bf16", "fp16",
+    "task_weights", "loss_balancing", "dwa_temperature", "loss_balancing_learning_rate", "task_early_stopping_patience",
+    "bf16", "fp16",
 )
 SPLIT_FILES = (("train_file", "train"), ("validation_file", "validation"), ("test_file", "test"))
 RESULT_SPLITS = (("eval", "validation"), ("test", "test"))  # metric key prefix -> the split the model index names
@@ -114,6 +115,7 @@ class MultiTaskModelCardData:
     tags: list[str] = field(default_factory=list)
     datasets: list[str] = field(default_factory=list)
     best_per_task: dict[str, dict[str, Any]] = field(default_factory=dict)
+    early_stopped: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     @property
     def base_model_is_on_hub(self) -> bool:
@@ -222,6 +224,25 @@ class MultiTaskModelCardData:
             kind = "transformers model" if best["format"] == "transformers" else "multi-task model"
             rows.append(f"| {task.name} | {best['metric']} | {best['value']:.4f} | {best['step']} | "
                         f"{'n/a' if final is None else f'{final:.4f}'} | `best/{task.name}` ({kind}) |")
+        return "\n".join(rows) + "\n"
+
+    def _early_stopping_table(self) -> str:
+        """The tasks that left training early (``--task_early_stopping_patience``), with where and why."""
+        if not self.early_stopped:
+            return ""
+        patience = self.hyperparameters.get("task_early_stopping_patience")
+        rows = ["## Tasks stopped early", "",
+                f"These tasks stopped being trained when their main metric had not improved for {patience} "
+                "evaluation(s) (`--task_early_stopping_patience`); the other tasks went on. Their heads are as they "
+                "were then; the shared encoder trained on.", "",
+                "| task | stopped at step | epoch | metric | best | best at step |", "|---|---|---|---|---|---|"]
+        for task in self.tasks:
+            stop = self.early_stopped.get(task.name)
+            if stop is None:
+                continue
+            best = "n/a" if stop.get("best_value") is None else f"{stop['best_value']:.4f}"
+            rows.append(f"| {task.name} | {stop['step']} | {stop['epoch']:.2f} | {stop['metric']} | {best} | "
+                        f"{stop.get('best_step')} |")
         return "\n".join(rows) + "\n"
 
     def _usage(self) -> str:
@@ -341,7 +362,7 @@ Main metric per task (the first row of each task and split below):
 `combined_score` is the mean of the main metrics.
 
 {self._metrics_table()}
-{self._best_table()}{curves}
+{self._best_table()}{self._early_stopping_table()}{curves}
 {self._usage()}
 ## Training
 
@@ -400,6 +421,7 @@ def build_model_card(
         tags=[tags] if isinstance(tags, str) else list(tags or []),
         datasets=[datasets] if isinstance(datasets, str) else list(datasets or []),
         best_per_task=read_best(output_dir) if getattr(args, "save_best_per_task", False) else {},
+        early_stopped=dict(getattr(trainer, "task_stops", {})),
     )
 
 

@@ -10,6 +10,14 @@ same task holding disjoint examples.
 short group is dropped in mid-epoch and, at the end, completed for some ranks only, so that ranks disagree on the step
 count. With ``num_replicas > 1`` every batch is therefore full: a task's last, incomplete group is filled by wrapping
 around to the start of that task's order, the same last-batch rule ``even_batches`` and ``DistributedSampler`` apply.
+
+Per-task early stopping (``stop_task``) makes the sampler a *stream* of passes over the data: a stopped task's groups
+are left out from a given stream position on, so every later pass over the remaining tasks is shorter. Trainer counts
+its epochs as fixed slices of ``len(sampler)`` batches (its step and resume arithmetic, and its learning-rate
+schedule, are computed from that length once), so Trainer epoch ``e`` is the stream's groups ``[e * G, (e + 1) * G)``
+for ``G`` groups of a full pass, whichever passes they belong to; the stream ends after ``max_passes`` passes. Without
+stops, pass ``e`` is exactly Trainer epoch ``e``. Stop positions are stream positions, so a resumed run that knows them
+replays the same stream, and every rank, given the same positions, draws the same tasks.
 """
 
 from __future__ import annotations
@@ -58,6 +66,8 @@ class MultiTaskBatchSampler(BatchSampler):
             task (transformers' length grouping: random mega-batches of about 50 groups, sorted by length).
         shuffle: draw each task's examples in a random order (default); ``False`` keeps every task's dataset order
             (Trainer's ``train_sampling_strategy="sequential"``). How the tasks take turns still follows ``strategy``.
+        max_passes: the stream ends after this many passes over the data (``None``: it never ends, for a run limited
+            by ``max_steps``). Only matters once a task has stopped: until then every epoch is one full pass.
     """
 
     def __init__(
@@ -71,6 +81,7 @@ class MultiTaskBatchSampler(BatchSampler):
         num_replicas: int = 1,
         lengths: dict[str, Sequence[int]] | None = None,
         shuffle: bool = True,
+        max_passes: int | None = None,
     ) -> None:
         # BatchSampler.__init__ wants a sampler over one dataset; this class draws its own indices, so it only
         # shares the interface (accelerate and the Trainer check isinstance and read batch_size / drop_last).
@@ -104,7 +115,12 @@ class MultiTaskBatchSampler(BatchSampler):
         if lengths is not None and not shuffle:
             raise ValueError("length grouping (lengths) and shuffle=False exclude each other")
         self.shuffle = shuffle
+        if max_passes is not None and (not isinstance(max_passes, int) or max_passes <= 0):
+            raise ValueError(f"max_passes must be a positive integer or None, got {max_passes!r}")
+        self.max_passes = max_passes
         self.epoch = 0
+        self.stops: dict[str, int] = {}  # task -> stream position (in groups) from which its groups are left out
+        self.generated = 0  # stream position of the next group this sampler's current iteration draws
 
     def set_epoch(self, epoch: int) -> None:
         """Called by the Trainer at the start of each epoch: the epoch's order depends on ``seed + epoch`` only."""
@@ -118,8 +134,45 @@ class MultiTaskBatchSampler(BatchSampler):
     def _num_groups(self, size: int) -> int:
         return size // self.group_size if self.drop_last else math.ceil(size / self.group_size)
 
+    @property
+    def groups_per_pass(self) -> int:
+        """Groups (steps) of one full pass over every task: one Trainer epoch."""
+        return sum(self._num_groups(size) for size in self.task_sizes)
+
     def __len__(self) -> int:
-        return sum(self._num_groups(size) for size in self.task_sizes) * self.num_replicas
+        """Batches of a full pass (Trainer's epoch length), whatever tasks have stopped: see the module docstring."""
+        return self.groups_per_pass * self.num_replicas
+
+    def stop_task(self, task: str, position: int) -> None:
+        """Leave ``task``'s groups out of the stream from ``position`` (a stream position in groups, at or after the
+        groups this sampler has already drawn) on."""
+        if task not in self.task_names:
+            raise ValueError(f"unknown task {task!r}; the sampler's tasks are {', '.join(self.task_names)}")
+        self.stops[task] = min(self.stops.get(task, position), position)
+
+    def stream_length(self) -> int | None:
+        """Groups in the whole stream under the stops made so far (``None``: endless, without ``max_passes``)."""
+        if self.max_passes is None:
+            return None
+        position = 0
+        for number in range(self.max_passes):
+            position += sum(1 for _ in self._kept(self._pass_schedule(number)[0], position))
+        return position
+
+    def _stopped(self, task: int, position: int) -> bool:
+        stop = self.stops.get(self.task_names[task])
+        return stop is not None and position >= stop
+
+    def _kept(self, schedule: list[int], position: int) -> Iterator[tuple[int, int]]:
+        """``(index in schedule, task)`` of the entries of one pass that the stream keeps, its first at
+        ``position``."""
+        for index, task in enumerate(schedule):
+            if not self._stopped(task, position):
+                position += 1
+                yield index, task
+
+    def _all_stopped(self, position: int) -> bool:
+        return all(self._stopped(task, position) for task in range(len(self.task_names)))
 
     def _order(self, task: int, generator: torch.Generator) -> list[int]:
         """One pass over a task's examples: a random permutation, a length-grouped one, or the dataset order."""
@@ -173,16 +226,52 @@ class MultiTaskBatchSampler(BatchSampler):
             yield buffer[: self.group_size]
             buffer = buffer[self.group_size :]
 
+    def _pass_schedule(self, number: int) -> tuple[list[int], torch.Generator]:
+        """Pass ``number``'s task schedule and its generator, positioned to draw the pass's groups next."""
+        generator = torch.Generator().manual_seed(self.seed + number)
+        return self._schedule(generator), generator
+
+    def _locate(self, position: int) -> tuple[int, int]:
+        """``(pass, stream position at that pass's start)`` of the pass holding stream position ``position``. Without
+        stops pass ``e`` starts at ``e * groups_per_pass``; with them the shorter passes are counted."""
+        if not self.stops:
+            return divmod(position, self.groups_per_pass)[0], position - position % self.groups_per_pass
+        number, start = 0, 0
+        while True:
+            if self._all_stopped(start) or (self.max_passes is not None and number >= self.max_passes):
+                return number, start
+            length = sum(1 for _ in self._kept(self._pass_schedule(number)[0], start))
+            if start + length > position:
+                return number, start
+            number, start = number + 1, start + length
+
     def __iter__(self) -> Iterator[list[int]]:
-        generator = torch.Generator().manual_seed(self.seed + self.epoch)
-        schedule = self._schedule(generator)
-        if self.strategy in (SamplingStrategy.PROPORTIONAL, SamplingStrategy.ROUND_ROBIN):
-            sources = [iter(self._epoch_groups(task, generator)) for task in range(len(self.task_sizes))]
-        else:
-            sources = [self._endless_groups(task, generator) for task in range(len(self.task_sizes))]
-        for task in schedule:
-            group = next(sources[task])
-            offset = self.offsets[task]
-            # Consecutive slices, one per rank: with length grouping, each batch then holds similar lengths.
-            for start in range(0, self.group_size, self.batch_size):
-                yield [offset + index for index in group[start : start + self.batch_size]]
+        """The batches of Trainer epoch ``self.epoch``: the stream's groups from ``epoch * groups_per_pass`` on, for
+        at most ``groups_per_pass`` groups."""
+        begin = self.epoch * self.groups_per_pass
+        end = begin + self.groups_per_pass
+        number, position = self._locate(begin)
+        self.generated = begin
+        while position < end and not self._all_stopped(position):
+            if self.max_passes is not None and number >= self.max_passes:
+                return
+            schedule, generator = self._pass_schedule(number)
+            if self.strategy in (SamplingStrategy.PROPORTIONAL, SamplingStrategy.ROUND_ROBIN):
+                sources = [iter(self._epoch_groups(task, generator)) for task in range(len(self.task_sizes))]
+            else:
+                sources = [self._endless_groups(task, generator) for task in range(len(self.task_sizes))]
+            for task in schedule:
+                if self._stopped(task, position):
+                    continue  # a stopped task's groups are not drawn (nor their examples, for temperature / uniform)
+                group = next(sources[task])
+                position += 1
+                if position <= begin:
+                    continue  # the pass started before this epoch: replay it up to the epoch's first group
+                self.generated = position
+                offset = self.offsets[task]
+                # Consecutive slices, one per rank: with length grouping, each batch then holds similar lengths.
+                for start in range(0, self.group_size, self.batch_size):
+                    yield [offset + index for index in group[start : start + self.batch_size]]
+                if position >= end:
+                    return
+            number += 1

@@ -33,11 +33,13 @@ BEST_METRIC_FILE = "best_metric.json"
 
 
 class TaskSelection:
-    """The best main-metric value, and its step, of every task so far."""
+    """The best main-metric value, and its step, of every task so far, and how many evaluations since then have not
+    beaten it (``--task_early_stopping_patience`` counts these)."""
 
     def __init__(self, specs: dict[str, TaskSpec]) -> None:
         self.specs = specs
         self.best: dict[str, dict[str, Any]] = {}  # task -> {"step", "metric", "value"}
+        self.since_best: dict[str, int] = {}  # task -> evaluations without improvement since its best
 
     def improved(self, metrics: dict[str, float], step: int, prefix: str = "eval") -> list[str]:
         """Record an evaluation's metrics; the tasks whose main metric beat their best (the first one counts)."""
@@ -49,14 +51,18 @@ class TaskSelection:
                 continue
             if name not in self.best or value > self.best[name]["value"]:
                 self.best[name] = {"step": step, "metric": metric, "value": float(value)}
+                self.since_best[name] = 0
                 better.append(name)
+            else:
+                self.since_best[name] = self.since_best.get(name, 0) + 1
         return better
 
     def state(self) -> dict[str, Any]:
-        return {"best": self.best}
+        return {"best": self.best, "since_best": self.since_best}
 
     def load_state(self, state: dict[str, Any]) -> None:
         self.best = {name: dict(record) for name, record in state.get("best", {}).items() if name in self.specs}
+        self.since_best = {name: int(n) for name, n in state.get("since_best", {}).items() if name in self.specs}
 
 
 def save_best(model: Any, task: str, record: dict[str, Any], output_dir: Path, tokenizer: Any) -> str:

@@ -23,6 +23,7 @@ import numpy as np
 import torch
 from torch import nn
 from torch.utils.data import ConcatDataset, DataLoader
+from accelerate.utils import broadcast_object_list
 from tqdm.auto import tqdm
 from transformers import EvalPrediction, Trainer, TrainerCallback, TrainerControl, TrainerState, TrainingArguments
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, get_last_checkpoint, seed_worker, speed_metrics
@@ -142,9 +143,19 @@ class _MultiTaskCallback(TrainerCallback):
         line = f"Epoch {self.epoch + 1}/{state.num_train_epochs} - " + ", ".join(
             f"{task} loss: {value:.4f}" for task, value in losses.items()
         )
-        if state.epoch is not None and state.epoch < self.epoch + 1 - 1e-6:
+        if len(self.trainer.task_stops) == len(self.trainer.task_specs):
+            line += f" (training ends at step {state.global_step}: every task has stopped early)"
+        elif self.trainer._stream_ends_by(self.epoch + 1):
+            # Early-stopped tasks shortened the passes: the remaining tasks' last pass ends here (or ended inside
+            # this epoch); a next epoch would have nothing to draw.
+            control.should_training_stop = True
+            line += (f" (training ends at step {state.global_step}: the remaining tasks have had their passes over "
+                     "the data; early-stopped tasks shortened them)")
+        elif state.epoch is not None and state.epoch < self.epoch + 1 - 1e-6 and not control.should_training_stop:
             # Training stopped inside the epoch (max_steps): say how far it got instead of claiming a whole epoch.
             line += f" (stopped at epoch {state.epoch:.2f}, step {state.global_step}: max_steps={state.max_steps})"
+        elif state.epoch is not None and state.epoch < self.epoch + 1 - 1e-6:
+            line += f" (stopped at epoch {state.epoch:.2f}, step {state.global_step})"
         if state.is_world_process_zero:
             # tqdm.write prints above the progress bar instead of into its line (as Trainer's own log lines do).
             tqdm.write(line)
@@ -168,9 +179,9 @@ class _MultiTaskCallback(TrainerCallback):
 
     def on_evaluate(self, args: TrainingArguments, state: TrainerState, control: TrainerControl,
                     metrics: dict[str, float] | None = None, **kwargs):
-        # Only the evaluations of training select: one the user runs afterwards (on whatever data) does not.
-        if getattr(args, "save_best_per_task", False) and metrics and self.trainer.is_in_train:
-            self.trainer._keep_best_per_task(metrics)
+        # Only the evaluations of training select and stop: one the user runs afterwards (on whatever data) does not.
+        if metrics and self.trainer.is_in_train:
+            self.trainer._after_training_evaluation(metrics, control)
 
 
 class MultiTaskTrainer(Trainer):
@@ -243,6 +254,7 @@ class MultiTaskTrainer(Trainer):
         if getattr(self.args, "save_best_per_task", False) and self.args.eval_strategy == "no":
             raise ValueError("--save_best_per_task keeps each task's state at its best evaluation: set --eval_strategy "
                              "steps or epoch (and give evaluation data)")
+        self._check_early_stopping_has_evaluations()
         self._check_every_task_gets_batches()
         self._check_best_model_direction()
         self._warn_unsmoothed_tasks()
@@ -276,15 +288,29 @@ class MultiTaskTrainer(Trainer):
         if getattr(self.args, "save_best_per_task", False):
             raise ValueError(f"--save_best_per_task is not supported with {sharded}")
 
+    def _check_early_stopping_has_evaluations(self) -> None:
+        """Per-task early stopping counts training's evaluations of each task: without them no task would stop."""
+        if getattr(self.args, "task_early_stopping_patience", None) is None:
+            return
+        if self.args.eval_strategy == "no":
+            raise ValueError("--task_early_stopping_patience counts evaluations without improvement: set "
+                             "--eval_strategy steps or epoch (and give evaluation data for every task)")
+        missing = [name for name in self.task_specs if name not in (self.eval_dataset or {})]
+        if missing:
+            raise ValueError(f"--task_early_stopping_patience needs evaluation data for every task; the task(s) "
+                             f"{', '.join(missing)} have none, so they could never stop")
+
     def _start_training_state(self) -> None:
         """mtl_hf's own training state, from the arguments: the loss balancer, each task's best evaluation, the
-        running task losses."""
+        running task losses, the early-stopped tasks."""
         self.loss_balancer: LossBalancer = build_balancer(
             getattr(self.args, "loss_balancing", "static"), self.task_specs, self.task_weights,
             getattr(self.args, "dwa_temperature", None) or 2.0,
         )
         self.task_selection = TaskSelection(self.task_specs)
         self._loss_tracker = _TaskLossTracker(list(self.task_specs))
+        # task -> {"step", "epoch", "position", "metric", "best_value", "best_step"}: where it left the sampler
+        self.task_stops: dict[str, dict[str, Any]] = {}
 
     def _refuse_unsupported_arguments(self) -> None:
         """Refuse, at construction, the `TrainingArguments` that cannot apply to task-routed training, instead of
@@ -403,7 +429,11 @@ class MultiTaskTrainer(Trainer):
             num_replicas=args.world_size,
             lengths=lengths,
             shuffle=args.train_sampling_strategy != "sequential",
+            # Once tasks stop early, passes get shorter: an epoch-limited run ends after its passes over the data.
+            max_passes=math.ceil(args.num_train_epochs) if args.max_steps <= 0 else None,
         )
+        for task, stop in self.task_stops.items():  # a resumed run replays the stops it was saved with
+            sampler.stop_task(task, stop["position"])
         # The collator keeps only the model inputs, `labels` and `task` of each row, so no column needs removing.
         dataloader = DataLoader(
             ConcatDataset(list(datasets_.values())),
@@ -449,6 +479,8 @@ class MultiTaskTrainer(Trainer):
             try:
                 batch_samples.append(next(epoch_iterator))
             except StopIteration:
+                if self.task_stops:
+                    batch_samples = self._end_of_stream(batch_samples, num_batches)
                 break
         names = list(self.task_specs)
         items = torch.zeros(len(names), dtype=torch.float64, device=device)
@@ -469,6 +501,26 @@ class MultiTaskTrainer(Trainer):
             num_processes=num_processes,
         )
         return batch_samples, normalizer
+
+    def _end_of_stream(self, batch_samples: list[dict[str, Any]], num_batches: int) -> list[dict[str, Any]]:
+        """The epoch's batches ran out before Trainer's count of a full epoch: early-stopped tasks shortened the
+        passes and the stream has ended. Training stops; a partial accumulation window is not trained, since Trainer
+        would never step the optimizer on it (it syncs on whole windows and on the full epoch's last batch)."""
+        self.control.should_training_stop = True
+        if batch_samples:
+            logger.warning(
+                "The remaining tasks' last pass ended inside an accumulation window: its %d batch(es) (of %d) are not "
+                "trained, since the optimizer only steps on whole windows (gradient_accumulation_steps=%d).",
+                len(batch_samples), num_batches, self.args.gradient_accumulation_steps)
+        return []
+
+    def _stream_ends_by(self, epochs: int) -> bool:
+        """Whether the sampler's stream (shortened by early-stopped tasks) ends within the first ``epochs`` epochs."""
+        sampler = self._train_batch_sampler
+        if sampler is None or not sampler.stops:
+            return False
+        length = sampler.stream_length()
+        return length is not None and length <= epochs * sampler.groups_per_pass
 
     def _sum_over_processes(self, tensor: torch.Tensor) -> torch.Tensor:
         if self.accelerator.num_processes == 1:
@@ -545,7 +597,8 @@ class MultiTaskTrainer(Trainer):
         tally = self._loss_tracker.epoch_tally(self._sum_over_processes)
         if self.args.should_save and checkpoint.is_dir():
             state = {"loss_balancing": self.loss_balancer.state(), "epoch_loss_tally": tally,
-                     "epoch_complete": epoch_complete, "task_selection": self.task_selection.state()}
+                     "epoch_complete": epoch_complete, "task_selection": self.task_selection.state(),
+                     "task_stops": self.task_stops}
             (checkpoint / STATE_FILE).write_text(json.dumps(state, indent=2) + "\n")
 
     def _restore_multitask_state(self, checkpoint: str) -> None:
@@ -568,16 +621,60 @@ class MultiTaskTrainer(Trainer):
             tally = [[0.0] * len(self.task_specs), [0.0] * len(self.task_specs)]
         self._loss_tracker.restore_epoch_tally(tally, self.args.device, keep=self.is_world_process_zero())
         self.task_selection.load_state(state.get("task_selection", {}))
+        self.task_stops = {task: dict(stop) for task, stop in state.get("task_stops", {}).items()
+                           if task in self.task_specs}
 
-    def _keep_best_per_task(self, metrics: dict[str, float]) -> None:
-        """After an evaluation: every task whose main metric improved gets its state saved (``mtl_hf.task_selection``);
-        every process records the same bests, the main one writes."""
+    def _after_training_evaluation(self, metrics: dict[str, float], control: TrainerControl) -> None:
+        """After one of training's evaluations: every task whose main metric improved gets its state saved
+        (``--save_best_per_task``, ``mtl_hf.task_selection``; every process records the same bests, the main one
+        writes), and the tasks out of patience leave the sampler (``--task_early_stopping_patience``)."""
+        keep_best = getattr(self.args, "save_best_per_task", False)
+        patience = getattr(self.args, "task_early_stopping_patience", None)
+        if not keep_best and patience is None:
+            return
         improved = self.task_selection.improved(metrics, self.state.global_step)
-        if improved and self.is_world_process_zero():
+        if keep_best and improved and self.is_world_process_zero():
             model = self.accelerator.unwrap_model(self.model)
             for task in improved:
                 save_best(model, task, self.task_selection.best[task], Path(self.args.output_dir),
                           self.processing_class)
+        if patience is not None:
+            self._stop_tasks_out_of_patience(patience, control)
+
+    def _stop_tasks_out_of_patience(self, patience: int, control: TrainerControl) -> None:
+        """Take every task whose main metric has not improved for ``patience`` evaluations out of the sampler, at the
+        same stream position on every process (the furthest any process's sampler has drawn: the data loader draws
+        ahead of training, so the batches it already holds still train); stop training when no task is left."""
+        due = [task for task in self.task_specs
+               if task not in self.task_stops and self.task_selection.since_best.get(task, 0) >= patience]
+        if self.accelerator.num_processes > 1:  # one decision for all ranks: the main process's
+            due = broadcast_object_list([due])[0]
+        sampler = self._train_batch_sampler
+        if not due or sampler is None:
+            return
+        position = sampler.generated
+        if self.accelerator.num_processes > 1:
+            drawn = torch.tensor([position], device=self.accelerator.device)
+            position = int(self.accelerator.gather(drawn).max().item())
+        for task in due:
+            sampler.stop_task(task, position)
+            best = self.task_selection.best.get(task, {})
+            self.task_stops[task] = {"step": self.state.global_step, "epoch": round(self.state.epoch or 0.0, 4),
+                                     "position": position, "best_step": best.get("step"),
+                                     "metric": best.get("metric", main_metric(self.task_specs[task])),
+                                     "best_value": best.get("value")}
+        left = [name for name in self.task_specs if name not in self.task_stops]
+        for task in due:
+            stop = self.task_stops[task]
+            line = (f"Task {task!r} stops at step {stop['step']} (epoch {stop['epoch']:.2f}): its {stop['metric']} "
+                    f"has not improved for {patience} evaluation(s) (best {stop['best_value']:.4f} at step "
+                    f"{stop['best_step']}); "
+                    + (f"training goes on with {', '.join(left)}" if left else "no task is left: training ends"))
+            logger.info(line)
+            if self.is_world_process_zero():
+                tqdm.write(line)
+        if not left:
+            control.should_training_stop = True
 
     def train(self, resume_from_checkpoint: str | bool | None = None, *args: Any, **kwargs: Any) -> Any:
         """Trainer's ``train``; a resumed run first takes mtl_hf's own state from the checkpoint (the loss balancer,
@@ -588,6 +685,9 @@ class MultiTaskTrainer(Trainer):
             checkpoint = get_last_checkpoint(self.args.output_dir) if checkpoint else None
         if checkpoint:
             self._restore_multitask_state(os.fspath(checkpoint))
+        else:  # a fresh run draws every task again, with fresh patience
+            self.task_stops = {}
+            self.task_selection.since_best = {}
         return super().train(resume_from_checkpoint, *args, **kwargs)
 
     def save_model(self, output_dir: str | None = None, _internal_call: bool = False) -> None:

@@ -42,6 +42,11 @@ class MultiTaskTrainingArguments(TrainingArguments):
             another strategy.
         save_best_per_task (`bool`, defaults to `False`):
             Keep every task's state at its best evaluation in `output_dir/best/<task>/` (see `mtl_hf.task_selection`).
+        task_early_stopping_patience (`int`, *optional*):
+            A task whose main metric has not improved for this many of training's evaluations leaves the sampler: its
+            examples stop being drawn and each later pass over the remaining tasks is shorter (on every process
+            alike). Training ends when every task has stopped, or at the usual limit (`num_train_epochs` passes over
+            the data still trained, or `max_steps`). Needs evaluations and evaluation data for every task.
 
     `dataloader_pin_memory` is turned off on a machine without an accelerator (pinning only helps copies to one).
     `ddp_find_unused_parameters` defaults to `True`: in every step only one task's head gets gradients, which
@@ -90,6 +95,12 @@ class MultiTaskTrainingArguments(TrainingArguments):
                           "multi-task model) with best_metric.json."},
     )
 
+    task_early_stopping_patience: int | None = field(
+        default=None,
+        metadata={"help": "Stop drawing a task's examples once its main metric has not improved for this many "
+                          "evaluations; training ends when every task has stopped (or at the usual limit)."},
+    )
+
     def _resolve_balancing_options(self) -> None:
         """Each strategy's own option gets its default with that strategy and is refused with another one, so that a
         value given for a strategy that is not used is never silently dropped."""
@@ -132,6 +143,9 @@ class MultiTaskTrainingArguments(TrainingArguments):
         self.sampling_strategy = SamplingStrategy(self.sampling_strategy)
         self.loss_balancing = LossBalancing(self.loss_balancing)
         self._resolve_balancing_options()
+        patience = self.task_early_stopping_patience
+        if patience is not None and (isinstance(patience, bool) or not isinstance(patience, int) or patience < 1):
+            raise ValueError(f"task_early_stopping_patience must be a positive integer, got {patience!r}")
         if not self.sampling_temperature > 0:  # NaN too
             raise ValueError(f"sampling_temperature must be > 0, got {self.sampling_temperature}")
         if self.task_weights is not None:

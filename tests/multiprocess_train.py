@@ -5,7 +5,9 @@ reached `training_step`), its final weights, its evaluation metrics and predicti
 odd-sized eval set equals a plain one-process pass of the same model. `python multiprocess_train.py OUT` trains the
 topic and NER tasks; `... OUT types` a pair classification, a regression and a multilabel task; `... OUT qa` an
 extractive QA task (contexts of several windows) and the topic task; `... OUT uncertainty` the topic and NER tasks
-with `loss_balancing="uncertainty"` (the report adds the learned log-variances).
+with `loss_balancing="uncertainty"` (the report adds the learned log-variances); `... OUT early_stopping` the topic and
+NER tasks with `task_early_stopping_patience`, NER's dev tags all `O` so that it stops early (the report holds the
+stops).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from mtl_hf import MultiTaskTrainingArguments
 from mtl_hf.data import MultiTaskDataCollator
 from tests.trainer_fixtures import (
     MULTIPROCESS_ARGS,
+    EARLY_STOPPING_TRAIN_SIZE,
     MULTIPROCESS_DEV_SEED,
     MULTIPROCESS_DEV_SIZE,
     MULTIPROCESS_TRAIN_SEED,
@@ -36,20 +39,29 @@ from tests.trainer_fixtures import (
     tokenized,
     tokenized_qa,
     tokenized_types,
+    tokenized_unlearnable_ner,
 )
 from mtl_hf.task_types import get_task_type
 
 
 def main(out_dir: Path, suite: str) -> None:
     settings = {"topic_ner": MULTIPROCESS_ARGS, "uncertainty": {**MULTIPROCESS_ARGS, "loss_balancing": "uncertainty",
-                                                "loss_balancing_learning_rate": MULTIPROCESS_ARGS["learning_rate"]}}
+                                                "loss_balancing_learning_rate": MULTIPROCESS_ARGS["learning_rate"]},
+                "early_stopping": {**MULTIPROCESS_ARGS, "num_train_epochs": 4, "optim": "adamw_torch",
+                                   "learning_rate": 1e-2, "lr_scheduler_type": "linear", "max_grad_norm": 1.0,
+                                   "eval_strategy": "steps", "eval_steps": 6, "task_early_stopping_patience": 6,
+                                   "seed": 7}}
     args = MultiTaskTrainingArguments(str(out_dir / "run"), **settings.get(suite, MULTIPROCESS_TYPES_ARGS))
     rank = args.process_index
     tokenizer = make_tokenizer(out_dir / f"tokenizer{rank}")
     make_data = {"types": tokenized_types, "qa": tokenized_qa}.get(suite, tokenized)
-    specs = {"types": {"specs": (SAME, MOOD, TOPIC_SET)}, "qa": {"specs": (WHERE, TOPIC)}}.get(suite, {})
+    specs = {"types": {"specs": (SAME, MOOD, TOPIC_SET)}, "qa": {"specs": (WHERE, TOPIC)},
+             "early_stopping": {"dropout": 0.1}}.get(suite, {})
     train = make_data(tokenizer, MULTIPROCESS_TRAIN_SIZE, seed=MULTIPROCESS_TRAIN_SEED)
     dev = make_data(tokenizer, MULTIPROCESS_DEV_SIZE, seed=MULTIPROCESS_DEV_SEED)
+    if suite == "early_stopping":  # enough rows for topic to learn; NER's entity F1 stays 0 on these dev rows
+        train = tokenized(tokenizer, EARLY_STOPPING_TRAIN_SIZE, seed=MULTIPROCESS_TRAIN_SEED)
+        dev = tokenized_unlearnable_ner(tokenizer, 16, seed=100)
     trainer = RecordingTrainer(model=make_model(tokenizer.vocab_size, **specs), args=args, train_dataset=train,
                                eval_dataset=dev, processing_class=tokenizer)
     trainer.train()
@@ -77,6 +89,9 @@ def main(out_dir: Path, suite: str) -> None:
         "single_process_predictions": single,
         "metrics": metrics,
         "log_variances": trainer.loss_balancer.state().get("log_variances"),  # {task: value}
+        "task_stops": trainer.task_stops,
+        "evaluations": [{k: v for k, v in entry.items() if k in ("step", "eval_topic_accuracy", "eval_ner_f1")}
+                        for entry in trainer.state.log_history if "eval_topic_accuracy" in entry],
     }
     (out_dir / f"rank{rank}.json").write_text(json.dumps(report))
     torch.save({k: v.detach().clone() for k, v in model.state_dict().items()}, out_dir / f"weights{rank}.pt")

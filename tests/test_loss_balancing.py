@@ -74,6 +74,20 @@ def test_dwa_weights_follow_the_last_two_epochs_loss_ratios() -> None:
     assert balancer.lambdas == pytest.approx({"topic": 1.0, "ner": 1.0})
 
 
+def test_dwa_rates_only_the_tasks_trained_in_both_epochs() -> None:
+    """A task that stopped early (no loss in the last epoch) keeps its factor; the others share the softmax."""
+    specs = {"topic": TOPIC, "ner": NER, "mood": MOOD}
+    balancer = DynamicWeightAverage(specs, dict.fromkeys(specs, 1.0), temperature=2.0)
+    balancer.end_epoch({"topic": 1.0, "ner": 1.0, "mood": 1.0})
+    balancer.end_epoch({"topic": 1.0, "ner": 1.0, "mood": 0.5})
+    mood = balancer.lambdas["mood"]
+    assert mood < 1.0
+    balancer.end_epoch({"topic": 0.5, "ner": 1.0})  # mood has stopped
+    topic, ner = math.exp(0.5 / 2), math.exp(1.0 / 2)
+    assert balancer.lambdas == pytest.approx({"topic": 2 * topic / (topic + ner), "ner": 2 * ner / (topic + ner),
+                                              "mood": mood})
+
+
 def test_arguments_take_the_strategy_and_refuse_a_bad_temperature(tmp_path: Path) -> None:
     dwa = MultiTaskTrainingArguments(str(tmp_path), loss_balancing="dwa")
     assert dwa.loss_balancing is LossBalancing.DWA and dwa.dwa_temperature == 2.0

@@ -543,3 +543,33 @@ def test_continuing_a_pair_task_on_another_pair_column_keeps_the_config_clean(tm
         {"name": "topic", "type": "classification", "labels": ["a", "b"], "weight": 1.0, "dropout": None,
          "pooling": "cls", "classifier": "linear"},
     ]
+
+
+def test_a_task_stops_early_through_the_script(workspace: dict[str, Path], tmp_path: Path) -> None:
+    """`--task_early_stopping_patience` from the command line: NER's dev tags are all `O` (entity F1 stays 0), so it
+    stops after the patience runs out; topic trains on, the run ends early, the log and the card say so."""
+    root = workspace["root"]
+    dev = (root / "data" / "ner_dev.conll").read_text().splitlines()
+    no_entities = [line.rsplit(" ", 1)[0] + " O" if line and not line.startswith("-DOCSTART-") else line
+                   for line in dev]
+    (tmp_path / "ner_dev_o.conll").write_text("\n".join(no_entities) + "\n")
+    tasks = yaml.safe_load(workspace["tasks"].read_text())
+    for task in tasks["tasks"]:
+        for key in ("train_file", "validation_file", "test_file"):
+            task[key] = str(root / task[key])
+    tasks["tasks"][1]["validation_file"] = str(tmp_path / "ner_dev_o.conll")
+    (tmp_path / "tasks.yaml").write_text(yaml.safe_dump(tasks))
+    out = tmp_path / "out"
+    result = run(["--model_name_or_path", str(workspace["encoder"]), "--tasks", str(tmp_path / "tasks.yaml"),
+                  "--output_dir", str(out), "--do_train", "--do_eval", "--num_train_epochs", "3",
+                  "--per_device_train_batch_size", "4", "--learning_rate", "3e-3", "--eval_strategy", "steps",
+                  "--eval_steps", "2", "--task_early_stopping_patience", "2", "--max_seq_length", "32",
+                  "--report_to", "none", "--use_cpu"], cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-4000:]
+    # 24 rows per task in groups of 4: 6 steps per task and pass. NER: best at step 2, stopped at step 6.
+    assert "Task 'ner' stops at step 6 (epoch 0.50): its f1 has not improved for 2 evaluation(s)" in result.stdout
+    state = json.loads((out / "trainer_state.json").read_text())
+    assert state["global_step"] < 3 * 12  # the passes shrank
+    card = (out / "README.md").read_text()
+    assert "## Tasks stopped early" in card and "\n| ner | 6 | 0.50 | f1 | 0.0000 | 2 |" in card
+    assert "task_early_stopping_patience: 2" in card

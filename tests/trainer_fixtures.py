@@ -45,6 +45,7 @@ MULTIPROCESS_ARGS = dict(
 MULTIPROCESS_TYPES_ARGS = {**MULTIPROCESS_ARGS, "learning_rate": 0.02}
 MULTIPROCESS_TRAIN_SIZE, MULTIPROCESS_TRAIN_SEED = 13, 0  # 13 per task: each epoch's last step wraps around
 MULTIPROCESS_DEV_SIZE, MULTIPROCESS_DEV_SEED = 11, 50  # odd-sized, so the ranks' eval shards are padded
+EARLY_STOPPING_TRAIN_SIZE = 48  # the "early_stopping" run: enough for topic to improve while NER runs out of patience
 
 TOPIC = TaskSpec(name="topic", type="classification", labels=["business", "sport", "tech"])
 NER = TaskSpec(name="ner", type="ner", labels=["O", "B-PER", "I-PER", "B-LOC", "I-LOC"])
@@ -186,6 +187,15 @@ def tokenized(
 ) -> dict[str, datasets.Dataset]:
     """`{task: tokenized split}` with n examples per task, each with its `ROW_ID`."""
     return _tokenize_tasks(tokenizer, ((TOPIC, topic_rows(n, seed)), (NER, ner_rows(n, seed + 1))), split)
+
+
+def tokenized_unlearnable_ner(tokenizer: transformers.PreTrainedTokenizerBase, n: int, seed: int = 0,
+                              split: str = "dev") -> dict[str, datasets.Dataset]:
+    """Like `tokenized`, but the NER rows' gold tags are all `O`: with no gold entity, entity F1 is 0 whatever the
+    model predicts, so NER's main metric never improves after its first evaluation (per-task early stopping)."""
+    ner = ner_rows(n, seed + 1)
+    ner["ner_tags"] = [["O"] * len(tags) for tags in ner["ner_tags"]]
+    return _tokenize_tasks(tokenizer, ((TOPIC, topic_rows(n, seed)), (NER, ner)), split)
 
 
 def _tokenize_tasks(tokenizer: transformers.PreTrainedTokenizerBase, tasks: tuple[tuple[TaskSpec, dict], ...],
