@@ -1279,6 +1279,11 @@ def _splice_speed_subsection(md_path: Path, heading: str, lines: list[str], afte
 # ---- issue 12: extractive QA beside NER and topics (quality.py --suite qa, speed.py --qa_pipeline) ------------------
 
 QA_HEADING = "## Extractive QA beside NER and topics: one model vs a run_qa.py model"
+# Sections spliced in by their own suites (quality.py --suite heads / balancing, speed.py --onnx): a full re-render
+# keeps them from the page, since their results are not among the files render_docs reads.
+HEADS_HEADING = "## Sequence heads: the linear head vs the architecture's own classifier"
+BALANCING_HEADING = "## Loss balancing and per-task best states"
+SPEED_ONNX_HEADING = "### ONNX backend"
 SPEED_QA_HEADING = "### Question answering pipeline"
 SPEED_INFERENCE_HEADING = "### Inference"
 # (a)'s other tasks in the QA section: the metrics shown, the main one first.
@@ -1585,6 +1590,7 @@ def render_docs(results_dir: Path = DEFAULT_OUTPUT_DIR, md_path: Path = DOCS_MD,
     old_page = md_path.read_text(encoding="utf-8") if md_path.is_file() else ""
     speed_five_lines = render_speed_five(speed_five) if speed_five else _kept_section(old_page, SPEED_FIVE_HEADING)
     speed_qa_lines = render_speed_qa(speed_qa) if speed_qa else _kept_section(old_page, SPEED_QA_HEADING)
+    speed_qa_lines += _kept_section(old_page, SPEED_ONNX_HEADING)
     out: list[str] = []
     w = out.append
     w("# Benchmarks: one multi-task model vs single-task models, and the cost of the trainer")
@@ -1742,6 +1748,8 @@ def render_docs(results_dir: Path = DEFAULT_OUTPUT_DIR, md_path: Path = DOCS_MD,
 
     out.extend(render_five(five) if five else _kept_section(old_page, FIVE_HEADING))
     out.extend(render_qa(qa) if qa else _kept_section(old_page, QA_HEADING))
+    out.extend(_kept_section(old_page, HEADS_HEADING))
+    out.extend(_kept_section(old_page, BALANCING_HEADING))
 
     # ---- speed
     if speed or speed_five_lines or speed_qa_lines:

@@ -59,7 +59,9 @@ from typing import Any
 
 import common  # noqa: F401  (puts the repository root on sys.path)
 from common import (
+    BALANCING_HEADING,
     DEFAULT_OUTPUT_DIR,
+    HEADS_HEADING,
     DOCS_MD,
     QA_HEADING,
     QA_MAX_SEQ_LENGTH,
@@ -663,7 +665,6 @@ HEADS_MAX_SEQ_LENGTH = 64  # VitaminC pairs average ~57 sub-tokens; a BBC docume
 HEADS_BUDGET: dict[str, Any] = {"max_test_samples": 1000, "epochs": 2, "seeds": [0, 1, 2]}
 HEADS_QUICK: dict[str, Any] = {"max_train_samples": 32, "max_test_samples": 64, "epochs": 1, "seeds": [0, 1]}
 QUALITY_HEADS_JSON = "quality_heads.json"
-HEADS_HEADING = "## Sequence heads: the linear head vs the architecture's own classifier"
 
 
 def main_heads(args: argparse.Namespace) -> None:
@@ -794,7 +795,6 @@ BAL_QUICK: dict[str, Any] = {"max_train_samples": 32, "dev_rows": 16, "max_test_
 BAL_MAX_SEQ_LENGTH = 64
 BAL_EVALS_PER_EPOCH = 2
 QUALITY_BALANCING_JSON = "quality_balancing.json"
-BALANCING_HEADING = "## Loss balancing and per-task best states"
 
 
 def predict_best_states(specs: dict[str, Any], output_dir: Path, test: dict[str, datasets.Dataset],
@@ -948,6 +948,17 @@ def _p(a: list[float], b: list[float]) -> str:
     return "n/a" if p is None else f"{p:.2f}"
 
 
+def paired_p(a: list[float], b: list[float]) -> float | None:
+    """Two-sided p-value of the paired t-test between two measurements of the same runs (a task's best state and the
+    final model of each seed); None when it is undefined (one seed, or the same difference in every seed)."""
+    from scipy import stats
+
+    differences = [x - y for x, y in zip(a, b)]
+    if len(differences) < 2 or len(set(differences)) == 1:
+        return None
+    return float(stats.ttest_rel(a, b).pvalue)
+
+
 def render_balancing(results: dict[str, Any]) -> list[str]:
     """The docs section of the balancing suite: every task's main test metric as mean ± std over the seeds for the
     single-task baseline and each balancing's final model, then each balancing's per-task best states against its
@@ -996,7 +1007,7 @@ def render_balancing(results: dict[str, Any]) -> list[str]:
             " for NER, the whole multi-task model for the linear sequence heads), scored on the test rows like the "
             "final model; the step is where its dev metric peaked (of "
             f"{runs[0]['static']['train_steps'] if runs else '?'} steps).", "",
-            "| task | balancing | final | best state | best - final | Welch p | best at step (per seed) |",
+            "| task | balancing | final | best state | best - final | paired p | best at step (per seed) |",
             "|---|---|---|---|---|---|---|"]
     for task in tasks:
         d = digits(task)
@@ -1004,7 +1015,8 @@ def render_balancing(results: dict[str, Any]) -> list[str]:
             final, best = main_values(balancing, task), main_values(balancing, task, best=True)
             steps = ", ".join(str(run[balancing]["best"][task]["step"]) for run in runs)
             out.append(f"| {FIVE_TASKS[task]['title']} | {balancing} | {_cell(final, d)} | {_cell(best, d)} | "
-                       f"{statistics.fmean(best) - statistics.fmean(final):+.{d}f} | {_p(best, final)} | {steps} |")
+                       f"{statistics.fmean(best) - statistics.fmean(final):+.{d}f} | "
+                       f"{'n/a' if (p := paired_p(best, final)) is None else f'{p:.2f}'} | {steps} |")
     out += ["", "Effective loss weight of each task at the end of training (`weight_<task>`, mean over seeds; "
             "static is 1 throughout):", "",
             "| balancing | " + " | ".join(FIVE_TASKS[t]["title"] for t in tasks) + " |",
@@ -1038,7 +1050,7 @@ def balancing_verdict(results: dict[str, Any], runs: list[dict[str, Any]], tasks
     for task in tasks:
         for balancing in BALANCINGS:
             best, final = main_values(balancing, task, best=True), main_values(balancing, task)
-            p = welch_p(best, final)
+            p = paired_p(best, final)
             if p is not None and p < NOISE_P and statistics.fmean(best) > statistics.fmean(final):
                 best_wins.append(f"{FIVE_TASKS[task]['title']} with {balancing}")
     lines.append("- **Per-task best states** beat the final model outside the seed noise on "

@@ -53,6 +53,7 @@ import common  # noqa: F401  (puts the repository root on sys.path)
 from common import (
     DEFAULT_OUTPUT_DIR,
     DOCS_MD,
+    SPEED_ONNX_HEADING,
     HPARAMS,
     NUM_THREADS,
     QA_MAX_SEQ_LENGTH,
@@ -764,7 +765,6 @@ ONNX_SPEEDUP = 1.3  # targets: ONNX (float) and int8 sentences/s against the PyT
 INT8_SPEEDUP = 2.0
 INT8_MAX_LOSS = 1.0  # points, on either task
 SPEED_ONNX_JSON = "speed_onnx.json"
-SPEED_ONNX_HEADING = "### ONNX backend"
 _ORT_THREADS = {"model_kwargs": {"intra_op_num_threads": NUM_THREADS}}
 ONNX_BACKENDS = {  # contender: (MultiTaskPipeline.from_pretrained keywords, label in the docs)
     "torch": ({}, "`MultiTaskPipeline.from_pretrained(path)` (PyTorch)"),
