@@ -6,8 +6,8 @@ odd-sized eval set equals a plain one-process pass of the same model. `python mu
 topic and NER tasks; `... OUT types` a pair classification, a regression and a multilabel task; `... OUT qa` an
 extractive QA task (contexts of several windows) and the topic task; `... OUT uncertainty` the topic and NER tasks
 with `loss_balancing="uncertainty"` (the report adds the learned log-variances); `... OUT early_stopping` the topic and
-NER tasks with `task_early_stopping_patience`, NER's dev tags all `O` so that it stops early (the report holds the
-stops).
+NER tasks with `task_early_stopping_patience` and `save_best_per_task`, NER's dev tags all `O` so that it stops early
+(the report holds the stops).
 """
 
 from __future__ import annotations
@@ -50,6 +50,7 @@ def main(out_dir: Path, suite: str) -> None:
                 "early_stopping": {**MULTIPROCESS_ARGS, "num_train_epochs": 4, "optim": "adamw_torch",
                                    "learning_rate": 1e-2, "lr_scheduler_type": "linear", "max_grad_norm": 1.0,
                                    "eval_strategy": "steps", "eval_steps": 6, "task_early_stopping_patience": 6,
+                                   "save_best_per_task": True,
                                    "seed": 7}}
     args = MultiTaskTrainingArguments(str(out_dir / "run"), **settings.get(suite, MULTIPROCESS_TYPES_ARGS))
     rank = args.process_index

@@ -19,12 +19,19 @@ from transformers import TrainerCallback
 from mtl_hf import MultiTaskTrainer, MultiTaskTrainingArguments
 from mtl_hf.sampler import MultiTaskBatchSampler
 from tests.test_trainer import args, max_difference, params, run_two_processes
+from mtl_hf.task_selection import read_best
 from tests.trainer_fixtures import (
     EARLY_STOPPING_TRAIN_SIZE,
+    MOOD,
+    SAME,
+    TOPIC_SET,
+    WHERE,
     RecordingTrainer,
     make_model,
     make_tokenizer,
     tokenized,
+    tokenized_qa,
+    tokenized_types,
     tokenized_unlearnable_ner,
 )
 
@@ -202,6 +209,11 @@ def test_two_ranks_stop_the_same_task_at_the_same_step(tmp_path: Path) -> None:
     assert reports[0]["steps"] == reports[1]["steps"] == len(trained[0])
     weights = [torch.load(tmp_path / f"weights{rank}.pt") for rank in (0, 1)]
     assert max(float((weights[0][k] - weights[1][k]).abs().max()) for k in weights[0]) == 0.0
+    # --save_best_per_task in the same run: the main process wrote each task's best, once
+    best = read_best(tmp_path / "run")
+    assert (best["ner"]["step"], best["ner"]["format"], best["topic"]["format"]) == (6, "transformers", "multitask")
+    during_training = reports[0]["evaluations"][:-1]  # the last one is the script's evaluate() after train()
+    assert best["topic"]["value"] == max(e["eval_topic_accuracy"] for e in during_training)
 
 
 class _NerStoppedFromTheStart(TrainerCallback):
@@ -237,3 +249,29 @@ def test_the_run_ends_where_the_shortened_stream_ends(tokenizer, tmp_path: Path,
     if cut:
         assert "its 2 batch(es) (of 5) are not trained" in cut[0]
     assert f"training ends at step {steps}: the remaining tasks have had their passes" in capsys.readouterr().out
+
+
+def test_every_task_type_trains_with_balancing_best_states_and_early_stopping(tokenizer, tmp_path: Path) -> None:
+    """A pair classification, a regression, a multilabel and an extractive QA task in one run with the three options
+    of training dynamics together: each type's loss is balanced (the regression form halves its weight), each keeps
+    its best state in the form its type allows, and each stops on its own main metric."""
+    train = {**tokenized_types(tokenizer, 16, seed=0), "where": tokenized_qa(tokenizer, 16, seed=0)["where"]}
+    dev = {**tokenized_types(tokenizer, 8, seed=40), "where": tokenized_qa(tokenizer, 8, seed=40)["where"]}
+    trainer = RecordingTrainer(
+        model=make_model(tokenizer.vocab_size, specs=(SAME, MOOD, TOPIC_SET, WHERE)),
+        args=args(tmp_path, num_train_epochs=6, learning_rate=1e-2, eval_strategy="steps", eval_steps=4,
+                  loss_balancing="uncertainty", save_best_per_task=True, task_early_stopping_patience=1),
+        train_dataset=train, eval_dataset=dev, processing_class=tokenizer)
+    trainer.train()
+    first = next(entry for entry in trainer.state.log_history if "weight_mood" in entry)
+    assert first["weight_mood"] == pytest.approx(0.5, abs=0.05)  # exp(-s) / 2 for a regression task, s near 0
+    assert all(first[f"weight_{task}"] == pytest.approx(1.0, abs=0.1) for task in ("same", "topics", "where"))
+    best = read_best(tmp_path)
+    assert {task: record["format"] for task, record in best.items()} == {
+        "same": "multitask", "mood": "multitask", "topics": "multitask", "where": "transformers"}  # QA exports
+    assert {task: record["metric"] for task, record in best.items()} == {
+        "same": "accuracy", "mood": "pearson", "topics": "micro_f1", "where": "f1"}
+    assert trainer.task_stops  # patience 1 over 6 epochs of toy data: some task stops
+    for task, stop in trainer.task_stops.items():
+        assert stop["metric"] == best[task]["metric"]
+        assert task not in [name for name, _ in trainer.trained[stop["position"]:]]
