@@ -233,8 +233,9 @@ class MultiTaskModelCardData:
         patience = self.hyperparameters.get("task_early_stopping_patience")
         rows = ["## Tasks stopped early", "",
                 f"These tasks stopped being trained when their main metric had not improved for {patience} "
-                "evaluation(s) (`--task_early_stopping_patience`); the other tasks went on. Their heads are as they "
-                "were then; the shared encoder trained on.", "",
+                "evaluation(s) (`--task_early_stopping_patience`); the other tasks went on. Their heads stopped "
+                "training then (but for batches the data loader had already drawn); the shared encoder trained on.",
+                "",
                 "| task | stopped at step | epoch | metric | best | best at step |", "|---|---|---|---|---|---|"]
         for task in self.tasks:
             stop = self.early_stopped.get(task.name)

@@ -32,6 +32,10 @@ from torch.utils.data import BatchSampler
 from transformers.trainer_pt_utils import get_length_grouped_indices
 
 
+# After this many passes in a row without a group of any remaining task, the stream gives up (see _check_not_starved).
+MAX_EMPTY_PASSES = 100
+
+
 class SamplingStrategy(str, Enum):
     """How the tasks take turns.
 
@@ -236,14 +240,27 @@ class MultiTaskBatchSampler(BatchSampler):
         stops pass ``e`` starts at ``e * groups_per_pass``; with them the shorter passes are counted."""
         if not self.stops:
             return divmod(position, self.groups_per_pass)[0], position - position % self.groups_per_pass
-        number, start = 0, 0
+        number, start, empty = 0, 0, 0
         while True:
             if self._all_stopped(start) or (self.max_passes is not None and number >= self.max_passes):
                 return number, start
             length = sum(1 for _ in self._kept(self._pass_schedule(number)[0], start))
             if start + length > position:
                 return number, start
+            empty = empty + 1 if length == 0 else 0
+            self._check_not_starved(empty)
             number, start = number + 1, start + length
+
+    def _check_not_starved(self, empty_passes: int) -> None:
+        """Temperature or uniform sampling can leave the remaining tasks without a single draw in a pass, and (with
+        ``max_passes=None``) the stream would then search for one forever."""
+        if empty_passes >= MAX_EMPTY_PASSES:
+            left = [name for name in self.task_names if name not in self.stops]
+            raise RuntimeError(
+                f"{self.strategy.value} sampling drew none of the remaining task(s) {', '.join(left)} in "
+                f"{MAX_EMPTY_PASSES} passes in a row, now that {', '.join(self.stops)} stopped: raise "
+                "sampling_temperature or use proportional sampling"
+            )
 
     def __iter__(self) -> Iterator[list[int]]:
         """The batches of Trainer epoch ``self.epoch``: the stream's groups from ``epoch * groups_per_pass`` on, for
@@ -252,10 +269,12 @@ class MultiTaskBatchSampler(BatchSampler):
         end = begin + self.groups_per_pass
         number, position = self._locate(begin)
         self.generated = begin
+        empty = 0
         while position < end and not self._all_stopped(position):
             if self.max_passes is not None and number >= self.max_passes:
                 return
             schedule, generator = self._pass_schedule(number)
+            pass_start = position
             if self.strategy in (SamplingStrategy.PROPORTIONAL, SamplingStrategy.ROUND_ROBIN):
                 sources = [iter(self._epoch_groups(task, generator)) for task in range(len(self.task_sizes))]
             else:
@@ -274,4 +293,6 @@ class MultiTaskBatchSampler(BatchSampler):
                     yield [offset + index for index in group[start : start + self.batch_size]]
                 if position >= end:
                     return
+            empty = empty + 1 if position == pass_start else 0
+            self._check_not_starved(empty)
             number += 1

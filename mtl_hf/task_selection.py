@@ -40,9 +40,15 @@ class TaskSelection:
         self.specs = specs
         self.best: dict[str, dict[str, Any]] = {}  # task -> {"step", "metric", "value"}
         self.since_best: dict[str, int] = {}  # task -> evaluations without improvement since its best
+        self.last_step: int | None = None  # the step of the last evaluation counted
 
     def improved(self, metrics: dict[str, float], step: int, prefix: str = "eval") -> list[str]:
-        """Record an evaluation's metrics; the tasks whose main metric beat their best (the first one counts)."""
+        """Record an evaluation's metrics; the tasks whose main metric beat their best (the first one counts). An
+        evaluation at a step already counted (a resumed run's ``eval_on_start`` at its checkpoint's step, or the
+        final evaluation at the step of the last one) is not counted again."""
+        if step == self.last_step:
+            return []
+        self.last_step = step
         better = []
         for name, spec in self.specs.items():
             metric = main_metric(spec)
@@ -58,11 +64,12 @@ class TaskSelection:
         return better
 
     def state(self) -> dict[str, Any]:
-        return {"best": self.best, "since_best": self.since_best}
+        return {"best": self.best, "since_best": self.since_best, "last_step": self.last_step}
 
     def load_state(self, state: dict[str, Any]) -> None:
         self.best = {name: dict(record) for name, record in state.get("best", {}).items() if name in self.specs}
         self.since_best = {name: int(n) for name, n in state.get("since_best", {}).items() if name in self.specs}
+        self.last_step = state.get("last_step")
 
 
 def save_best(model: Any, task: str, record: dict[str, Any], output_dir: Path, tokenizer: Any) -> str:

@@ -139,23 +139,29 @@ class _MultiTaskCallback(TrainerCallback):
 
     def on_epoch_end(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs):
         losses = self.trainer._loss_tracker.pop("since_epoch", self.trainer._sum_over_processes)
-        self.trainer.loss_balancer.end_epoch(losses)
+        if losses:  # an epoch without a batch (none should be) must not enter dwa's history
+            self.trainer.loss_balancer.end_epoch(losses)
         line = f"Epoch {self.epoch + 1}/{state.num_train_epochs} - " + ", ".join(
             f"{task} loss: {value:.4f}" for task, value in losses.items()
         )
-        if len(self.trainer.task_stops) == len(self.trainer.task_specs):
+        sampler = self.trainer._train_batch_sampler
+        if sampler is not None and sampler.stops and set(sampler.stops) >= set(sampler.task_names):
             line += f" (training ends at step {state.global_step}: every task has stopped early)"
         elif self.trainer._stream_ends_by(self.epoch + 1):
             # Early-stopped tasks shortened the passes: the remaining tasks' last pass ends here (or ended inside
-            # this epoch); a next epoch would have nothing to draw.
+            # this epoch); a next epoch would have nothing to draw. As at max_steps, the end is evaluated and saved.
             control.should_training_stop = True
+            if args.eval_strategy != "no" and self.trainer.task_selection.last_step != state.global_step:
+                control.should_evaluate = True
+            if args.save_strategy not in ("no", "best"):
+                control.should_save = True
             line += (f" (training ends at step {state.global_step}: the remaining tasks have had their passes over "
                      "the data; early-stopped tasks shortened them)")
-        elif state.epoch is not None and state.epoch < self.epoch + 1 - 1e-6 and not control.should_training_stop:
-            # Training stopped inside the epoch (max_steps): say how far it got instead of claiming a whole epoch.
-            line += f" (stopped at epoch {state.epoch:.2f}, step {state.global_step}: max_steps={state.max_steps})"
         elif state.epoch is not None and state.epoch < self.epoch + 1 - 1e-6:
-            line += f" (stopped at epoch {state.epoch:.2f}, step {state.global_step})"
+            # Training stopped inside the epoch (max_steps, or a callback): say how far it got instead of claiming a
+            # whole epoch.
+            line += f" (stopped at epoch {state.epoch:.2f}, step {state.global_step}"
+            line += f": max_steps={state.max_steps})" if state.global_step >= state.max_steps else ")"
         if state.is_world_process_zero:
             # tqdm.write prints above the progress bar instead of into its line (as Trainer's own log lines do).
             tqdm.write(line)
@@ -273,6 +279,8 @@ class MultiTaskTrainer(Trainer):
         if hasattr(self, "task_weights"):  # not yet during Trainer.__init__, which __init__ above covers
             self._record_task_weights(model.config)
             self._start_training_state()  # a fresh model (a new trial) starts with a fresh balancer and bests
+            if getattr(self, "_resuming_from", None):  # ... unless train() is resuming: then the checkpoint's
+                self._restore_multitask_state(self._resuming_from)
         return model
 
     def _refuse_under_sharding(self) -> None:
@@ -295,7 +303,7 @@ class MultiTaskTrainer(Trainer):
         if self.args.eval_strategy == "no":
             raise ValueError("--task_early_stopping_patience counts evaluations without improvement: set "
                              "--eval_strategy steps or epoch (and give evaluation data for every task)")
-        missing = [name for name in self.task_specs if name not in (self.eval_dataset or {})]
+        missing = [name for name in (self.train_dataset or self.task_specs) if name not in (self.eval_dataset or {})]
         if missing:
             raise ValueError(f"--task_early_stopping_patience needs evaluation data for every task; the task(s) "
                              f"{', '.join(missing)} have none, so they could never stop")
@@ -645,12 +653,15 @@ class MultiTaskTrainer(Trainer):
         """Take every task whose main metric has not improved for ``patience`` evaluations out of the sampler, at the
         same stream position on every process (the furthest any process's sampler has drawn: the data loader draws
         ahead of training, so the batches it already holds still train); stop training when no task is left."""
-        due = [task for task in self.task_specs
+        if control.should_training_stop:  # training ends here anyway (max_steps, the data's end): no task stops early
+            return
+        sampler = self._train_batch_sampler
+        trained = sampler.task_names if sampler is not None else []  # a task without training data has no stop
+        due = [task for task in trained
                if task not in self.task_stops and self.task_selection.since_best.get(task, 0) >= patience]
         if self.accelerator.num_processes > 1:  # one decision for all ranks: the main process's
             due = broadcast_object_list([due])[0]
-        sampler = self._train_batch_sampler
-        if not due or sampler is None:
+        if not due:
             return
         position = sampler.generated
         if self.accelerator.num_processes > 1:
@@ -663,7 +674,7 @@ class MultiTaskTrainer(Trainer):
                                      "position": position, "best_step": best.get("step"),
                                      "metric": best.get("metric", main_metric(self.task_specs[task])),
                                      "best_value": best.get("value")}
-        left = [name for name in self.task_specs if name not in self.task_stops]
+        left = [name for name in trained if name not in self.task_stops]
         for task in due:
             stop = self.task_stops[task]
             line = (f"Task {task!r} stops at step {stop['step']} (epoch {stop['epoch']:.2f}): its {stop['metric']} "
@@ -673,7 +684,10 @@ class MultiTaskTrainer(Trainer):
             logger.info(line)
             if self.is_world_process_zero():
                 tqdm.write(line)
-        if not left:
+        length = sampler.stream_length()
+        if not left or (length is not None and length <= sampler.generated):
+            # No task left, or the stops end the stream with what is already drawn (at an epoch's end, say): a next
+            # epoch would have nothing to train.
             control.should_training_stop = True
 
     def train(self, resume_from_checkpoint: str | bool | None = None, *args: Any, **kwargs: Any) -> Any:
@@ -685,10 +699,15 @@ class MultiTaskTrainer(Trainer):
             checkpoint = get_last_checkpoint(self.args.output_dir) if checkpoint else None
         if checkpoint:
             self._restore_multitask_state(os.fspath(checkpoint))
-        else:  # a fresh run draws every task again, with fresh patience
+        else:  # a fresh run draws every task again, with fresh patience (the bests so far stand)
             self.task_stops = {}
             self.task_selection.since_best = {}
-        return super().train(resume_from_checkpoint, *args, **kwargs)
+            self.task_selection.last_step = None
+        self._resuming_from = os.fspath(checkpoint) if checkpoint else None  # for call_model_init
+        try:
+            return super().train(resume_from_checkpoint, *args, **kwargs)
+        finally:
+            self._resuming_from = None
 
     def save_model(self, output_dir: str | None = None, _internal_call: bool = False) -> None:
         """Trainer's `save_model` (final model and every checkpoint), refusing weights that are no longer finite: a

@@ -23,6 +23,8 @@ from mtl_hf.task_selection import read_best
 from tests.trainer_fixtures import (
     EARLY_STOPPING_TRAIN_SIZE,
     MOOD,
+    NER,
+    TOPIC,
     SAME,
     TOPIC_SET,
     WHERE,
@@ -52,9 +54,12 @@ def run_args(out: Path, **overrides) -> MultiTaskTrainingArguments:
     return args(out, **{**settings, **overrides})
 
 
-def make_trainer(tokenizer, out: Path, **overrides) -> RecordingTrainer:
-    return RecordingTrainer(model=make_model(tokenizer.vocab_size, dropout=0.1), args=run_args(out, **overrides),
-                            train_dataset=tokenized(tokenizer, ROWS, seed=0),
+def make_trainer(tokenizer, out: Path, model_init: bool = False, **overrides) -> RecordingTrainer:
+    def build():
+        return make_model(tokenizer.vocab_size, dropout=0.1)
+
+    return RecordingTrainer(**({"model_init": build} if model_init else {"model": build()}),
+                            args=run_args(out, **overrides), train_dataset=tokenized(tokenizer, ROWS, seed=0),
                             eval_dataset=tokenized_unlearnable_ner(tokenizer, 16, seed=100),
                             processing_class=tokenizer)
 
@@ -115,12 +120,23 @@ def test_the_card_and_the_checkpoints_record_the_stop(run: dict) -> None:
     assert before["task_stops"] == {} and before["task_selection"]["since_best"]["ner"] == PATIENCE - 1
 
 
-@pytest.mark.parametrize("at", [NER_STOP_STEP - EVAL_STEPS, NER_STOP_STEP + EVAL_STEPS])
-def test_resume_replays_the_stop_exactly(run: dict, tokenizer, at: int, tmp_path: Path) -> None:
-    """From a checkpoint before the stop (the resumed run makes the same decision) and after it (it reads it)."""
+def test_the_end_of_the_shortened_run_is_evaluated_and_saved(run: dict) -> None:
+    """As at max_steps: the steps after the last scheduled evaluation are evaluated, and the end is checkpointed."""
+    trainer = run["trainer"]
+    last = trainer.state.global_step
+    assert last % EVAL_STEPS != 0
+    assert [entry["step"] for entry in trainer.state.log_history if "eval_topic_accuracy" in entry][-1] == last
+    assert (run["out"] / f"checkpoint-{last}" / "multitask_state.json").is_file()
+
+
+@pytest.mark.parametrize(("at", "model_init"), [(NER_STOP_STEP - EVAL_STEPS, False), (NER_STOP_STEP + EVAL_STEPS, False),
+                                                (NER_STOP_STEP + EVAL_STEPS, True)])
+def test_resume_replays_the_stop_exactly(run: dict, tokenizer, at: int, model_init: bool, tmp_path: Path) -> None:
+    """From a checkpoint before the stop (the resumed run makes the same decision) and after it (it reads it), with a
+    model or a model_init (whose fresh model must not bring a fresh training state on resume)."""
     full = run["trainer"]
     shutil.copytree(run["out"] / f"checkpoint-{at}", tmp_path / f"checkpoint-{at}")
-    resumed = make_trainer(tokenizer, tmp_path)
+    resumed = make_trainer(tokenizer, tmp_path, model_init=model_init)
     resumed.train(resume_from_checkpoint=str(tmp_path / f"checkpoint-{at}"))
     assert resumed.task_stops == full.task_stops
     assert resumed.trained == full.trained[at:]
@@ -275,3 +291,42 @@ def test_every_task_type_trains_with_balancing_best_states_and_early_stopping(to
     for task, stop in trainer.task_stops.items():
         assert stop["metric"] == best[task]["metric"]
         assert task not in [name for name, _ in trainer.trained[stop["position"]:]]
+
+
+def test_resume_does_not_count_eval_on_start_twice(tokenizer, tmp_path: Path) -> None:
+    """Trainer evaluates on start on resume too, at the checkpoint's step: that evaluation was counted before the
+    checkpoint and must not be counted again (it would stop NER a step early, at a stream position already trained)."""
+    full = make_trainer(tokenizer, tmp_path / "full", eval_on_start=True)
+    full.train()
+    stop = full.task_stops["ner"]
+    assert stop["step"] == NER_STOP_STEP - EVAL_STEPS  # the step-0 evaluation is NER's best
+    at = stop["step"] - EVAL_STEPS
+    resumed = make_trainer(tokenizer, tmp_path / "full", eval_on_start=True)
+    resumed.train(resume_from_checkpoint=str(tmp_path / "full" / f"checkpoint-{at}"))
+    assert resumed.task_stops == full.task_stops
+    assert max_difference(params(resumed.model), params(full.model)) == 0.0
+
+
+def test_a_task_without_training_data_never_stops_nor_holds_training(tokenizer, tmp_path: Path) -> None:
+    """An evaluated task that is not trained (its regression labels constant, so its Pearson never improves) has no
+    place in the sampler: it does not stop, and the trained tasks' stops alone end training."""
+    dev = tokenized_unlearnable_ner(tokenizer, 16, seed=100)
+    mood = tokenized_types(tokenizer, 8, seed=3)["mood"]
+    dev["mood"] = mood.map(lambda row: {"labels": 0.0})
+    trainer = RecordingTrainer(model=make_model(tokenizer.vocab_size, specs=(TOPIC, NER, MOOD)),
+                               args=run_args(tmp_path, learning_rate=0.0, save_strategy="no"),
+                               train_dataset=tokenized(tokenizer, ROWS, seed=0), eval_dataset=dev,
+                               processing_class=tokenizer)
+    trainer.train()
+    assert set(trainer.task_stops) == {"topic", "ner"} and trainer.state.global_step == NER_STOP_STEP
+
+
+def test_a_starved_remaining_task_is_an_error_not_a_hang() -> None:
+    """Temperature sampling that practically never draws the task left once the big one stopped: with no end of
+    stream (max_steps), the sampler says so instead of searching forever."""
+    sampler = MultiTaskBatchSampler({"big": 1000, "small": 10}, batch_size=10, strategy="temperature",
+                                    temperature=0.05, seed=0)
+    sampler.stop_task("big", 0)
+    with pytest.raises(RuntimeError, match="temperature sampling drew none of the remaining task.s. small in 100 "
+                                           "passes in a row, now that big stopped"):
+        next(iter(sampler))
