@@ -685,7 +685,7 @@ class MultiTaskTrainer(Trainer):
             if self.is_world_process_zero():
                 tqdm.write(line)
         length = sampler.stream_length()
-        if not left or (length is not None and length <= sampler.generated):
+        if not left or (length is not None and length <= position):  # `position`: the same number on every rank
             # No task left, or the stops end the stream with what is already drawn (at an epoch's end, say): a next
             # epoch would have nothing to train.
             control.should_training_stop = True
