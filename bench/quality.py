@@ -714,11 +714,8 @@ def main_heads(args: argparse.Namespace) -> None:
     for line in render_heads(results):
         print(line, flush=True)
     if not args.no_docs:
-        page = DOCS_MD.read_text(encoding="utf-8")
-        section = "\n".join(render_heads(results)) + "\n"
-        DOCS_MD.write_text(_splice(page, HEADS_HEADING, section, (SPEED_HEADING, "## Method notes")),
-                           encoding="utf-8")
-        log(f"updated {DOCS_MD.relative_to(ROOT)}")
+        splice_quality_section(HEADS_HEADING, render_heads(results))
+        log(f"updated {DOCS_MD.relative_to(ROOT)} (section {HEADS_HEADING!r} only)")
 
 
 def render_heads(results: dict[str, Any]) -> list[str]:
@@ -931,11 +928,16 @@ def main_balancing(args: argparse.Namespace) -> None:
         log(f"updated {DOCS_MD.relative_to(ROOT)} (section {BALANCING_HEADING!r} only)")
 
 
-def splice_balancing_section(results: dict[str, Any]) -> None:
+def splice_quality_section(heading: str, lines: list[str]) -> None:
+    """Replace the section ``heading`` of docs/benchmarks.md with ``lines`` (or insert it before the speed section):
+    the rest of the page stays as it is."""
     page = DOCS_MD.read_text(encoding="utf-8")
-    section = "\n".join(render_balancing(results)) + "\n"
-    DOCS_MD.write_text(_splice(page, BALANCING_HEADING, section, (SPEED_HEADING, "## Method notes")),
+    DOCS_MD.write_text(_splice(page, heading, "\n".join(lines) + "\n", (SPEED_HEADING, "## Method notes")),
                        encoding="utf-8")
+
+
+def splice_balancing_section(results: dict[str, Any]) -> None:
+    splice_quality_section(BALANCING_HEADING, render_balancing(results))
 
 
 def _cell(values: list[float], digits: int) -> str:
@@ -1027,7 +1029,7 @@ def render_balancing(results: dict[str, Any]) -> list[str]:
         out.append(f"| {balancing} | " + " | ".join(
             f"{statistics.fmean(run[balancing]['final_weights'].get(t, 1.0) for run in runs):.2f}" for t in tasks)
             + " |")
-    out += ["", *balancing_verdict(results, runs, tasks, main_values), ""]
+    out += ["", *balancing_verdict(tasks, main_values), ""]
     at_end = sum(run[b]["best"][t]["step"] == run[b]["train_steps"] for run in runs for b in BALANCINGS for t in tasks)
 
     def trivial(task: str) -> float | None:  # the score of ignoring the input, for a classification-like task
@@ -1046,10 +1048,10 @@ def render_balancing(results: dict[str, Any]) -> list[str]:
     return out
 
 
-def balancing_verdict(results: dict[str, Any], runs: list[dict[str, Any]], tasks: list[str],
-                      main_values) -> list[str]:
+def balancing_verdict(tasks: list[str], main_values) -> list[str]:
     """What the numbers say, counting a difference only where Welch's p < NOISE_P."""
     lines = []
+    learned_wins = False
     for balancing in ("uncertainty", "dwa"):
         wins, losses = [], []
         for task in tasks:
@@ -1058,6 +1060,7 @@ def balancing_verdict(results: dict[str, Any], runs: list[dict[str, Any]], tasks
             if p is not None and p < NOISE_P:
                 gap = statistics.fmean(ours) - statistics.fmean(static)
                 (wins if gap > 0 else losses).append(f"{FIVE_TASKS[task]['title']} ({gap:+.3g}, p = {p:.2f})")
+        learned_wins = learned_wins or bool(wins)
         if not wins and not losses:
             lines.append(f"- **`{balancing}`** changes no task's final score outside the seed noise.")
         else:
@@ -1072,13 +1075,8 @@ def balancing_verdict(results: dict[str, Any], runs: list[dict[str, Any]], tasks
                 best_wins.append(f"{FIVE_TASKS[task]['title']} with {balancing}")
     lines.append("- **Per-task best states** beat the final model outside the seed noise on "
                  + (", ".join(best_wins) if best_wins else "no task") + ".")
-    default_wins = all(
-        not any(welch_p(main_values(b, t), main_values("static", t)) is not None
-                and welch_p(main_values(b, t), main_values("static", t)) < NOISE_P
-                and statistics.fmean(main_values(b, t)) > statistics.fmean(main_values("static", t)) for t in tasks)
-        for b in ("uncertainty", "dwa"))
     lines.append("- **The default stays `static`**: " + (
-        "neither learned balancing wins on any task outside the noise." if default_wins else
+        "neither learned balancing wins on any task outside the noise." if not learned_wins else
         "a learned balancing wins on some task (above), not across the board; use it where its task matters most."))
     return lines
 

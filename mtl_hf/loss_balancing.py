@@ -161,7 +161,9 @@ class DynamicWeightAverage(LossBalancer):
 
 
 def build_balancer(strategy: LossBalancing | str, specs: dict[str, TaskSpec], weights: dict[str, float],
-                   dwa_temperature: float) -> LossBalancer:
+                   dwa_temperature: float | None) -> LossBalancer:
+    """The balancer of ``strategy``; ``dwa_temperature`` (resolved by ``MultiTaskTrainingArguments``) is read by
+    ``dwa`` only."""
     strategy = LossBalancing(strategy)
     if strategy == LossBalancing.UNCERTAINTY:
         return UncertaintyBalancer(specs, weights)

@@ -160,20 +160,24 @@ class MultiTaskBatchSampler(BatchSampler):
             return None
         position = 0
         for number in range(self.max_passes):
-            position += sum(1 for _ in self._kept(self._pass_schedule(number)[0], position))
+            position += self._pass_length(number, position)
         return position
 
     def _stopped(self, task: int, position: int) -> bool:
         stop = self.stops.get(self.task_names[task])
         return stop is not None and position >= stop
 
-    def _kept(self, schedule: list[int], position: int) -> Iterator[tuple[int, int]]:
-        """``(index in schedule, task)`` of the entries of one pass that the stream keeps, its first at
-        ``position``."""
-        for index, task in enumerate(schedule):
+    def _pass_length(self, number: int, start: int) -> int:
+        """Groups that pass ``number``, beginning at stream position ``start``, keeps under the stops (a task's
+        entries from its stop position on are left out)."""
+        position = start
+        for task in self._pass_schedule(number)[0]:
             if not self._stopped(task, position):
                 position += 1
-                yield index, task
+        return position - start
+
+    def _beyond_last_pass(self, number: int) -> bool:
+        return self.max_passes is not None and number >= self.max_passes
 
     def _all_stopped(self, position: int) -> bool:
         return all(self._stopped(task, position) for task in range(len(self.task_names)))
@@ -242,9 +246,9 @@ class MultiTaskBatchSampler(BatchSampler):
             return divmod(position, self.groups_per_pass)[0], position - position % self.groups_per_pass
         number, start, empty = 0, 0, 0
         while True:
-            if self._all_stopped(start) or (self.max_passes is not None and number >= self.max_passes):
+            if self._all_stopped(start) or self._beyond_last_pass(number):
                 return number, start
-            length = sum(1 for _ in self._kept(self._pass_schedule(number)[0], start))
+            length = self._pass_length(number, start)
             if start + length > position:
                 return number, start
             empty = empty + 1 if length == 0 else 0
@@ -271,7 +275,7 @@ class MultiTaskBatchSampler(BatchSampler):
         self.generated = begin
         empty = 0
         while position < end and not self._all_stopped(position):
-            if self.max_passes is not None and number >= self.max_passes:
+            if self._beyond_last_pass(number):
                 return
             schedule, generator = self._pass_schedule(number)
             pass_start = position

@@ -313,7 +313,7 @@ class MultiTaskTrainer(Trainer):
         running task losses, the early-stopped tasks."""
         self.loss_balancer: LossBalancer = build_balancer(
             getattr(self.args, "loss_balancing", "static"), self.task_specs, self.task_weights,
-            getattr(self.args, "dwa_temperature", None) or 2.0,
+            getattr(self.args, "dwa_temperature", None),
         )
         self.task_selection = TaskSelection(self.task_specs)
         self._loss_tracker = _TaskLossTracker(list(self.task_specs))
@@ -587,8 +587,7 @@ class MultiTaskTrainer(Trainer):
                     "`optimizer_cls_and_kwargs`"
                 )
             optimizer.add_param_group({"params": balancing, "weight_decay": 0.0,
-                                       "lr": getattr(self.args, "loss_balancing_learning_rate", None)
-                                       or self.args.learning_rate})
+                                       "lr": self.args.loss_balancing_learning_rate})
         return optimizer
 
     def _average_balancer_gradients(self) -> None:
